@@ -1,0 +1,70 @@
+"""The engine's error types: few, typed, and each with a reason a person can act on."""
+
+from __future__ import annotations
+
+import asyncio
+
+import nats.errors
+
+
+class OneManageError(Exception):
+    """Base of every error the engine raises on purpose."""
+
+
+class NotConnectedError(OneManageError):
+    """The broker has no NATS connection yet (startup() was not awaited)."""
+
+
+class PublishError(OneManageError):
+    """A message could not be stored in JetStream after the allowed attempts.
+
+    ``subject`` and ``msg_id`` say what was lost, so a caller can retry with the
+    same ``msg_id`` and still get exactly one stored copy.
+    """
+
+    def __init__(self, message: str, *, subject: str, msg_id: str) -> None:
+        super().__init__(message)
+        self.subject = subject
+        self.msg_id = msg_id
+
+
+class StreamConfigError(OneManageError):
+    """An existing stream differs from its spec in a field that cannot be changed."""
+
+    def __init__(self, stream: str, field: str, have: object, want: object) -> None:
+        super().__init__(
+            f"stream {stream}: {field} is {have!r} on the server but {want!r} is required; "
+            f"{field} cannot be changed in place (delete the stream or fix the settings)"
+        )
+        self.stream = stream
+        self.field = field
+        self.have = have
+        self.want = want
+
+
+class TransientError(OneManageError):
+    """Raise from a task when trying again later may succeed.
+
+    The delivery is negatively acknowledged with a back-off instead of being
+    acknowledged, until the consumer's max deliver is reached; then the server's
+    max-deliveries advisory turns it into a TaskDeadLettered event.
+    """
+
+
+# Failures of the link to the server rather than of the work: worth another try.
+_TRANSIENT = (
+    TransientError,
+    PublishError,
+    NotConnectedError,
+    asyncio.TimeoutError,
+    nats.errors.TimeoutError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.NoServersError,
+    nats.errors.StaleConnectionError,
+    nats.errors.OutboundBufferLimitError,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Should the delivery that raised ``exc`` be tried again later?"""
+    return isinstance(exc, _TRANSIENT)

@@ -1,0 +1,269 @@
+"""Versioned events: BaseEvent, every event type, the registry and parse_event().
+
+Versions are MAJOR.MINOR. A minor bump only adds optional fields, so a reader
+accepts any minor of its major (newer minors' unknown fields are ignored); a
+major bump changes meaning, so other majors are refused. Readers never trust
+a payload: parse_event() returns an UnparsedEvent with the reason instead of
+raising, so one bad message cannot stop a listener or the console.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+_VERSION = re.compile(r"^(\d+)\.(\d+)$")
+_SOURCE = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def parse_version(version: str) -> tuple[int, int]:
+    """(major, minor) of a "MAJOR.MINOR" string; ValueError for anything else."""
+    match = _VERSION.match(version) if isinstance(version, str) else None
+    if match is None:
+        raise ValueError(f"not a MAJOR.MINOR version: {version!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def is_version_compatible(received: str, supported: str) -> bool:
+    """Can a reader written for ``supported`` handle an event of version ``received``?
+
+    Same major: yes (older minors lack only optional fields, newer minors add
+    fields the reader ignores). Another major, or a malformed version: no.
+    """
+    try:
+        return parse_version(received)[0] == parse_version(supported)[0]
+    except ValueError:
+        return False
+
+
+EVENT_TYPES: dict[str, type[BaseEvent]] = {}
+
+
+class BaseEvent(BaseModel):
+    """What every event carries. Subclasses fix event_type and their event_version."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    event_type: str
+    event_version: str = "1.0"
+    event_id: str = Field(default_factory=new_id)
+    timestamp: AwareDatetime = Field(default_factory=utc_now)
+    source: str = _SOURCE
+    correlation_id: str | None = None
+    causation_id: str | None = None
+
+    SUPPORTED_VERSION: ClassVar[str] = "1.0"
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        event_type = cls.model_fields["event_type"].default
+        if not isinstance(event_type, str):
+            return  # an abstract intermediate class
+        if event_type in EVENT_TYPES:
+            raise TypeError(f"event type {event_type!r} is registered twice")
+        cls.SUPPORTED_VERSION = str(cls.model_fields["event_version"].default)
+        parse_version(cls.SUPPORTED_VERSION)
+        EVENT_TYPES[event_type] = cls
+
+    @field_validator("timestamp")
+    @classmethod
+    def _to_utc(cls, value: datetime) -> datetime:
+        return value.astimezone(UTC)
+
+    @property
+    def subject(self) -> str:
+        return f"events.{self.event_type}"
+
+
+# -- task lifecycle (published by engine.middleware and engine.deadletters) --------------
+
+
+class TaskEvent(BaseEvent):
+    task_id: str
+    task_name: str
+
+
+class TaskQueued(TaskEvent):
+    event_type: Literal["task.queued"] = "task.queued"
+    event_version: str = "1.0"
+
+
+class TaskStarted(TaskEvent):
+    event_type: Literal["task.started"] = "task.started"
+    event_version: str = "1.0"
+    worker_id: str
+    attempt: int = 1
+
+
+class TaskSucceeded(TaskEvent):
+    event_type: Literal["task.succeeded"] = "task.succeeded"
+    event_version: str = "1.0"
+    worker_id: str
+    attempt: int = 1
+    duration_ms: float
+
+
+class TaskFailed(TaskEvent):
+    event_type: Literal["task.failed"] = "task.failed"
+    event_version: str = "1.0"
+    worker_id: str
+    attempt: int = 1
+    duration_ms: float
+    error_type: str
+    error_message: str
+    will_retry: bool = False
+
+
+class TaskDeadLettered(TaskEvent):
+    """A task the server stopped delivering after max deliver: kept here for later."""
+
+    event_type: Literal["task.dead_lettered"] = "task.dead_lettered"
+    event_version: str = "1.0"
+    stream: str
+    consumer: str
+    stream_seq: int
+    deliveries: int
+    payload: str = ""
+    payload_truncated: bool = False
+
+
+# -- workers ---------------------------------------------------------------------------
+
+
+class ListenerCounters(BaseModel):
+    handled: int = 0
+    failed: int = 0
+    skipped: dict[str, int] = Field(default_factory=dict)
+
+
+class WorkerHeartbeat(BaseEvent):
+    event_type: Literal["worker.heartbeat"] = "worker.heartbeat"
+    event_version: str = "1.0"
+    worker_id: str
+    host: str
+    pid: int
+    state: Literal["running", "stopping"] = "running"
+    started_at: AwareDatetime
+    interval_s: float
+    running: int = 0
+    processed: int = 0
+    failed: int = 0
+    lanes: list[str] = Field(default_factory=list)
+    listeners: dict[str, ListenerCounters] = Field(default_factory=dict)
+
+
+# -- the PSD workflow (correlation_id is the workflow id) -------------------------------
+
+
+class PsdWorkflowEvent(BaseEvent):
+    workflow_id: str
+    filename: str
+
+
+class PsdWorkflowSubmitted(PsdWorkflowEvent):
+    event_type: Literal["psd.workflow.submitted"] = "psd.workflow.submitted"
+    event_version: str = "1.0"
+    input_key: str
+    size_bytes: int
+
+
+class PsdStepCompleted(PsdWorkflowEvent):
+    event_type: Literal["psd.step.completed"] = "psd.step.completed"
+    event_version: str = "1.0"
+    step: str
+    duration_ms: float
+    summary: dict[str, Any] = Field(default_factory=dict)
+
+
+class PsdWorkflowCompleted(PsdWorkflowEvent):
+    event_type: Literal["psd.workflow.completed"] = "psd.workflow.completed"
+    event_version: str = "1.0"
+    duration_ms: float
+    manifest: dict[str, Any]
+
+
+class PsdWorkflowFailed(PsdWorkflowEvent):
+    event_type: Literal["psd.workflow.failed"] = "psd.workflow.failed"
+    event_version: str = "1.0"
+    step: str
+    error_code: str
+    error_message: str
+    duration_ms: float = 0.0
+
+
+# -- reading ---------------------------------------------------------------------------
+
+UnparsedReason = Literal[
+    "not_json", "not_object", "missing_type", "unknown_type", "incompatible_version", "invalid"
+]
+
+
+@dataclass(frozen=True, slots=True)
+class UnparsedEvent:
+    """A payload a reader could not use, and why; counted and skipped, never raised."""
+
+    reason: UnparsedReason
+    detail: str
+    event_type: str | None = None
+    event_version: str | None = None
+    event_id: str | None = None
+    raw: str = ""
+
+
+def _excerpt(raw: object, limit: int = 500) -> str:
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def parse_event(raw: object) -> BaseEvent | UnparsedEvent:
+    """Turn bytes, text or a decoded dict into its event class; never raises."""
+    data = raw
+    if isinstance(raw, bytes | bytearray | str):
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            return UnparsedEvent("not_json", str(exc), raw=_excerpt(raw))
+    if not isinstance(data, dict):
+        return UnparsedEvent("not_object", f"payload is {type(data).__name__}", raw=_excerpt(raw))
+    event_type = data.get("event_type")
+    version = data.get("event_version")
+    event_id = data.get("event_id") if isinstance(data.get("event_id"), str) else None
+    if not isinstance(event_type, str):
+        return UnparsedEvent("missing_type", "no event_type", None, None, event_id, _excerpt(raw))
+    cls = EVENT_TYPES.get(event_type)
+    if cls is None:
+        return UnparsedEvent(
+            "unknown_type", f"no reader for {event_type}", event_type, str(version), event_id
+        )
+    if not isinstance(version, str) or not is_version_compatible(version, cls.SUPPORTED_VERSION):
+        return UnparsedEvent(
+            "incompatible_version",
+            f"{event_type} {version!r} is not readable as {cls.SUPPORTED_VERSION}",
+            event_type,
+            str(version),
+            event_id,
+        )
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
+        )
+        return UnparsedEvent("invalid", problems, event_type, version, event_id, _excerpt(raw))
