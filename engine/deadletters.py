@@ -1,0 +1,92 @@
+"""Dead letters: a command the server gave up on becomes a TaskDeadLettered event.
+
+When a TASKS message reaches the consumer's max deliver, the server stops
+delivering it and emits a max-deliveries advisory; the message itself stays in
+the work queue. Every worker listens for that advisory in one queue group, so
+exactly one of them copies the message into a TaskDeadLettered event (kept on
+EVENTS, deduplicated by an id derived from the stream sequence) and then
+deletes it from TASKS. A worker that crashed on the message cannot do this
+itself, which is why it comes from the server's advisory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js.errors import NotFoundError
+
+from engine.broker import TASK_ID_HEADER, OneManageBroker
+from engine.errors import PublishError
+from engine.events.publisher import publish_event
+from engine.events.schemas import TaskDeadLettered
+from engine.streams import TASKS
+
+logger = logging.getLogger(__name__)
+
+ADVISORY_SUBJECT = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{TASKS}.*"
+QUEUE_GROUP = "onemanage-dead-letters"
+PAYLOAD_LIMIT = 64 * 1024
+_NAMESPACE = uuid.UUID("1f0e5b8e-5a7e-4c43-9d8e-3c1d2a7b9f10")
+
+
+def dead_letter_event_id(stream: str, stream_seq: int) -> str:
+    """The same id in every worker, so a double handling is stored once."""
+    return uuid.uuid5(_NAMESPACE, f"{stream}:{stream_seq}").hex
+
+
+async def handle_advisory(broker: OneManageBroker, advisory: dict[str, object]) -> None:
+    """Record one max-deliveries advisory as a TaskDeadLettered event."""
+    stream = str(advisory.get("stream", TASKS))
+    consumer = str(advisory.get("consumer", ""))
+    seq = int(str(advisory.get("stream_seq", 0)))
+    deliveries = int(str(advisory.get("deliveries", 0)))
+    try:
+        stored = await broker.js.get_msg(stream, seq)
+    except NotFoundError:
+        logger.info("dead letter %s #%d already handled", stream, seq)
+        return
+    data = stored.data or b""
+    task_name = (stored.subject or "").removeprefix("tasks.")
+    task_id = (stored.headers or {}).get(TASK_ID_HEADER) or f"{stream}-{seq}"
+    correlation_id = None
+    try:
+        labels = json.loads(data).get("labels", {})
+        correlation_id = labels.get("correlation_id")
+    except (ValueError, AttributeError):
+        pass
+    event = TaskDeadLettered(
+        event_id=dead_letter_event_id(stream, seq),
+        task_id=task_id,
+        task_name=task_name,
+        stream=stream,
+        consumer=consumer,
+        stream_seq=seq,
+        deliveries=deliveries,
+        payload=data[:PAYLOAD_LIMIT].decode("utf-8", "replace"),
+        payload_truncated=len(data) > PAYLOAD_LIMIT,
+        correlation_id=correlation_id or task_id,
+    )
+    await publish_event(event, broker=broker)
+    await broker.js.delete_msg(stream, seq)
+    logger.warning(
+        "dead letter: %s (%s) after %d deliveries, stored as event %s",
+        task_name, task_id, deliveries, event.event_id,
+    )  # fmt: skip
+
+
+async def watch_dead_letters(broker: OneManageBroker) -> Subscription:
+    """Subscribe this worker to the max-deliveries advisories of TASKS."""
+
+    async def on_advisory(msg: Msg) -> None:
+        try:
+            await handle_advisory(broker, json.loads(msg.data))
+        except (ValueError, PublishError) as exc:
+            logger.error("dead-letter advisory not recorded: %s", exc)
+        except Exception:
+            logger.exception("dead-letter advisory not recorded")
+
+    return await broker.nc.subscribe(ADVISORY_SUBJECT, queue=QUEUE_GROUP, cb=on_advisory)

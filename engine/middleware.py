@@ -1,0 +1,191 @@
+"""Task lifecycle events and worker heartbeats, for every command task.
+
+Client side: the queued event, and correlation/causation labels inherited from
+the task that kicks (so a workflow's sub-tasks share its correlation id).
+Worker side: started, succeeded or failed (with duration, attempt and worker
+id), transient failures turned into redeliveries, and a heartbeat every
+``heartbeat_interval`` seconds. Event tasks get no lifecycle events: a listener
+reacting to its own events would loop forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from typing import TYPE_CHECKING, Any, Literal
+
+from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
+
+from engine.context import TaskContext, current_task
+from engine.errors import PublishError, is_transient
+from engine.events.publisher import publish_event
+from engine.events.schemas import (
+    BaseEvent,
+    ListenerCounters,
+    TaskFailed,
+    TaskQueued,
+    TaskStarted,
+    TaskSucceeded,
+    WorkerHeartbeat,
+    utc_now,
+)
+from engine.streams import EVENTS
+
+if TYPE_CHECKING:
+    from engine.broker import OneManageBroker
+
+logger = logging.getLogger(__name__)
+
+CORRELATION_LABEL = "correlation_id"
+CAUSATION_LABEL = "causation_id"
+
+# Counters of the event tasks in this process, reported in heartbeats.
+LISTENER_COUNTERS: dict[str, ListenerCounters] = {}
+
+
+def _is_event_task(message: TaskiqMessage) -> bool:
+    return message.labels.get("stream") == EVENTS
+
+
+class LifecycleMiddleware(TaskiqMiddleware):
+    """Publishes what happens to every command task, and who is alive."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.running = 0
+        self.processed = 0
+        self.failed = 0
+        self.publish_failures = 0
+        self.started_at = utc_now()
+        self._started: dict[str, float] = {}
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    @property
+    def onemanage(self) -> OneManageBroker:
+        return self.broker  # type: ignore[return-value]
+
+    async def _emit(self, event: BaseEvent) -> None:
+        """Publish a lifecycle event; a failure is counted, never fails the task."""
+        try:
+            await publish_event(event, broker=self.onemanage)
+        except PublishError:
+            self.publish_failures += 1
+
+    # -- client side ---------------------------------------------------------------
+
+    def pre_send(self, message: TaskiqMessage) -> TaskiqMessage:
+        parent = current_task.get()
+        message.labels.setdefault(
+            CORRELATION_LABEL, parent.correlation_id if parent else message.task_id
+        )
+        if parent is not None:
+            message.labels.setdefault(CAUSATION_LABEL, parent.task_id)
+        return message
+
+    async def post_send(self, message: TaskiqMessage) -> None:
+        if _is_event_task(message):
+            return
+        await self._emit(
+            TaskQueued(
+                task_id=message.task_id,
+                task_name=message.task_name,
+                correlation_id=message.labels.get(CORRELATION_LABEL),
+                causation_id=message.labels.get(CAUSATION_LABEL),
+            )
+        )
+
+    # -- worker side ---------------------------------------------------------------
+
+    async def pre_execute(self, message: TaskiqMessage) -> TaskiqMessage:
+        if _is_event_task(message):
+            return message
+        correlation = str(message.labels.get(CORRELATION_LABEL) or message.task_id)
+        current_task.set(TaskContext(message.task_id, message.task_name, correlation))
+        self.running += 1
+        self._started[message.task_id] = time.perf_counter()
+        delivery = self.onemanage.delivery(message.task_id)
+        await self._emit(
+            TaskStarted(
+                task_id=message.task_id,
+                task_name=message.task_name,
+                worker_id=self.onemanage.worker_id,
+                attempt=delivery.attempt if delivery else 1,
+                correlation_id=correlation,
+                causation_id=message.labels.get(CAUSATION_LABEL),
+            )
+        )
+        return message
+
+    def on_error(
+        self, message: TaskiqMessage, result: TaskiqResult[Any], exception: BaseException
+    ) -> None:
+        if is_transient(exception):
+            self.onemanage.retry_later(message.task_id)
+
+    async def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
+        if _is_event_task(message):
+            return
+        self.running -= 1
+        self.processed += 1
+        started = self._started.pop(message.task_id, None)
+        duration_ms = (time.perf_counter() - started) * 1000 if started else 0.0
+        delivery = self.onemanage.delivery(message.task_id)
+        common: dict[str, Any] = {
+            "task_id": message.task_id,
+            "task_name": message.task_name,
+            "worker_id": self.onemanage.worker_id,
+            "attempt": delivery.attempt if delivery else 1,
+            "duration_ms": round(duration_ms, 3),
+            "correlation_id": message.labels.get(CORRELATION_LABEL) or message.task_id,
+            "causation_id": message.labels.get(CAUSATION_LABEL),
+        }
+        if not result.is_err:
+            await self._emit(TaskSucceeded(**common))
+            return
+        self.failed += 1
+        error = result.error
+        await self._emit(
+            TaskFailed(
+                **common,
+                error_type=type(error).__name__ if error else "Error",
+                error_message=str(error) if error else "",
+                will_retry=self.onemanage.will_redeliver(message.task_id),
+            )
+        )
+
+    # -- heartbeats ----------------------------------------------------------------
+
+    def heartbeat(self, state: Literal["running", "stopping"] = "running") -> WorkerHeartbeat:
+        return WorkerHeartbeat(
+            worker_id=self.onemanage.worker_id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            state=state,
+            started_at=self.started_at,
+            interval_s=self.onemanage.settings.heartbeat_interval,
+            running=self.running,
+            processed=self.processed,
+            failed=self.failed,
+            lanes=[lane.durable for lane in self.onemanage.lanes],
+            listeners={name: c.model_copy(deep=True) for name, c in LISTENER_COUNTERS.items()},
+        )
+
+    async def _beat(self) -> None:
+        await self.onemanage.ready.wait()  # the first beat says: pulling now
+        while True:
+            await self._emit(self.heartbeat())
+            await asyncio.sleep(self.onemanage.settings.heartbeat_interval)
+
+    async def startup(self) -> None:
+        if self.broker.is_worker_process:
+            self._heartbeat = self.onemanage.spawn(self._beat(), "heartbeat")
+
+    async def shutdown(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            self._heartbeat = None
+            if self.onemanage.is_connected:
+                await self._emit(self.heartbeat("stopping"))

@@ -1,0 +1,174 @@
+"""The read-only view of the system: stream and consumer figures, event history, workers.
+
+Nothing here acknowledges, deletes, purges or creates a durable: history is
+read through ordered (ephemeral) consumers and figures through stream_info and
+consumer_info, so a monitoring user can be locked down to read-only rights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.errors import APIError, NotFoundError
+
+from engine.events.schemas import BaseEvent, WorkerHeartbeat, parse_event
+from engine.streams import EVENTS, EVENTS_SUBJECTS, TASKS
+
+
+@dataclass(frozen=True)
+class StreamFigures:
+    name: str
+    messages: int
+    bytes: int
+    first_seq: int
+    last_seq: int
+    first_ts: datetime | None
+    last_ts: datetime | None
+    consumers: int
+
+
+@dataclass(frozen=True)
+class ConsumerFigures:
+    stream: str
+    name: str
+    filter_subject: str | None
+    pending: int
+    ack_pending: int
+    redelivered: int
+    waiting: int
+    ack_floor: int
+    delivered: int
+    stream_messages: int
+
+    @property
+    def impossible(self) -> bool:
+        """Figures a server bug can produce (nats-server#4539, #5608): flag, don't trust."""
+        return self.pending < 0 or self.pending > self.stream_messages
+
+
+async def stream_figures(nc: Client, name: str, timeout: float = 2.0) -> StreamFigures | None:
+    """Figures of one stream; None when it does not exist."""
+    # nats-py's StreamState drops first_ts/last_ts, which say how old the stream's
+    # ends are, so this reads the raw JSON of the same read-only API call.
+    reply = await nc.request(f"$JS.API.STREAM.INFO.{name}", b"", timeout=timeout)
+    info = json.loads(reply.data)
+    error = info.get("error")
+    if error:
+        if error.get("code") == 404:
+            return None
+        raise APIError.from_error(error)
+    state = info.get("state", {})
+    return StreamFigures(
+        name=name,
+        messages=int(state.get("messages", 0)),
+        bytes=int(state.get("bytes", 0)),
+        first_seq=int(state.get("first_seq", 0)),
+        last_seq=int(state.get("last_seq", 0)),
+        first_ts=_ts(state.get("first_ts")),
+        last_ts=_ts(state.get("last_ts")),
+        consumers=int(state.get("consumer_count", 0)),
+    )
+
+
+def _ts(value: object) -> datetime | None:
+    """A server timestamp (RFC 3339, nanoseconds), or None for the zero time."""
+    if not isinstance(value, str) or not value or value.startswith("0001"):
+        return None
+    match = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$", value)
+    if match is None:
+        return None
+    fraction = (match.group(2) or ".0")[:7]
+    zone = "+00:00" if match.group(3) == "Z" else match.group(3)
+    return datetime.fromisoformat(match.group(1) + fraction + zone)
+
+
+async def consumer_figures(js: JetStreamContext) -> list[ConsumerFigures]:
+    figures = []
+    for stream in (TASKS, EVENTS):
+        try:
+            info = await js.stream_info(stream)
+            consumers = await js.consumers_info(stream)
+        except NotFoundError:
+            continue
+        for consumer in consumers:
+            figures.append(
+                ConsumerFigures(
+                    stream=stream,
+                    name=consumer.name,
+                    filter_subject=consumer.config.filter_subject,
+                    pending=consumer.num_pending or 0,
+                    ack_pending=consumer.num_ack_pending or 0,
+                    redelivered=consumer.num_redelivered or 0,
+                    waiting=consumer.num_waiting or 0,
+                    ack_floor=consumer.ack_floor.stream_seq if consumer.ack_floor else 0,
+                    delivered=consumer.delivered.stream_seq if consumer.delivered else 0,
+                    stream_messages=info.state.messages,
+                )
+            )
+    return figures
+
+
+async def read_history(
+    js: JetStreamContext,
+    since: timedelta,
+    subject: str = EVENTS_SUBJECTS,
+    idle_timeout: float = 1.0,
+) -> AsyncIterator[Msg]:
+    """Stored EVENTS messages of the last ``since``, oldest first, then stop.
+
+    An ordered consumer: ephemeral, no acks, the durables' counters untouched.
+    """
+    start = datetime.now(UTC) - since
+    config = ConsumerConfig(
+        deliver_policy=DeliverPolicy.BY_START_TIME,
+        opt_start_time=start,
+    )
+    subscription = await js.subscribe(subject, stream=EVENTS, ordered_consumer=True, config=config)
+    try:
+        while True:
+            try:
+                msg = await subscription.next_msg(timeout=idle_timeout)
+            except TimeoutError:
+                return
+            yield msg
+            if msg.metadata.num_pending == 0:
+                return
+    finally:
+        with contextlib.suppress(Exception):
+            await subscription.unsubscribe()
+
+
+async def recent_events(
+    js: JetStreamContext, since: timedelta, subject: str = EVENTS_SUBJECTS
+) -> list[BaseEvent]:
+    """The parsed events of the last ``since`` (unreadable ones left out)."""
+    events = []
+    async for msg in read_history(js, since, subject):
+        event = parse_event(msg.data)
+        if isinstance(event, BaseEvent):
+            events.append(event)
+    return events
+
+
+async def live_workers(js: JetStreamContext, missed_beats: int = 3) -> list[WorkerHeartbeat]:
+    """The last heartbeat of each worker that beat within ``missed_beats`` intervals."""
+    latest: dict[str, WorkerHeartbeat] = {}
+    for event in await recent_events(js, timedelta(minutes=2), "events.worker.heartbeat"):
+        if isinstance(event, WorkerHeartbeat):
+            latest[event.worker_id] = event
+    now = datetime.now(UTC)
+    return [
+        beat
+        for beat in latest.values()
+        if beat.state == "running"
+        and (now - beat.timestamp).total_seconds() <= beat.interval_s * missed_beats
+    ]

@@ -1,0 +1,78 @@
+"""Task results in a KV bucket on the shared connection, expiring after results_ttl.
+
+taskiq-nats only ships an object-store backend with a second connection that
+keeps results forever; a KV bucket with a TTL on the broker's own connection
+needs no extra connection and was ~2.4x faster (PLATFORM-NOTES).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError
+from nats.js.kv import KeyValue
+from taskiq import AsyncResultBackend, TaskiqResult
+from taskiq.exceptions import ResultGetError
+
+from engine.errors import PublishError
+from engine.streams import EVENTS, RESULTS_BUCKET
+
+if TYPE_CHECKING:
+    from engine.broker import OneManageBroker
+
+logger = logging.getLogger(__name__)
+
+
+class NatsKVResultBackend(AsyncResultBackend[Any]):
+    """Results keyed by task id; event tasks and retried attempts store none."""
+
+    def __init__(self, broker: OneManageBroker) -> None:
+        self.broker = broker
+        self._kv: KeyValue | None = None
+
+    async def shutdown(self) -> None:
+        self._kv = None
+
+    async def _bucket(self) -> KeyValue:
+        # Bound lazily: a client may start before any worker has created the bucket.
+        if self._kv is None:
+            self._kv = await self.broker.js.key_value(RESULTS_BUCKET)
+        return self._kv
+
+    async def set_result(self, task_id: str, result: TaskiqResult[Any]) -> None:
+        """Store the result; if the server cannot be reached, run the task again later.
+
+        A KV put is a JetStream publish, so it goes through broker.publish (safe
+        retries). If that still fails the delivery is nacked instead of acked:
+        the task ran, but nobody could learn it, so it will run again.
+        """
+        if result.labels.get("stream") == EVENTS or self.broker.will_redeliver(task_id):
+            return
+        delivery = self.broker.delivery(task_id)
+        attempt = delivery.attempt if delivery else 1
+        try:
+            await self.broker.publish(
+                f"$KV.{RESULTS_BUCKET}.{task_id}",
+                result.model_dump_json().encode(),
+                msg_id=f"result:{task_id}:{attempt}",
+            )
+        except PublishError:
+            self.broker.retry_later(task_id)
+            raise
+
+    async def is_result_ready(self, task_id: str) -> bool:
+        try:
+            kv = await self._bucket()
+            return await kv.get(task_id) is not None
+        except (KeyNotFoundError, BucketNotFoundError):
+            return False
+
+    async def get_result(self, task_id: str, with_logs: bool = False) -> TaskiqResult[Any]:
+        try:
+            entry = await (await self._bucket()).get(task_id)
+        except (KeyNotFoundError, BucketNotFoundError) as exc:
+            raise ResultGetError() from exc
+        if entry.value is None:
+            raise ResultGetError()
+        return TaskiqResult[Any].model_validate_json(entry.value)

@@ -1,0 +1,150 @@
+"""Stream and bucket specs, and ensure_stream(): create, verify, update, refuse drift.
+
+TASKS is a work queue: a command is removed once a worker acknowledges it.
+EVENTS keeps the system's history for ``events_max_age`` so listeners and the
+console can replay it. Both are derived from the settings so every process
+started with the same environment asks for the same configuration.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Any
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+    StreamInfo,
+)
+from nats.js.errors import NotFoundError
+
+from engine.errors import StreamConfigError
+from engine.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+TASKS = "TASKS"
+EVENTS = "EVENTS"
+TASKS_SUBJECTS = "tasks.>"
+EVENTS_SUBJECTS = "events.>"
+RESULTS_BUCKET = "onemanage_results"
+STATS_BUCKET = "onemanage_task_stats"
+
+# Fields a server refuses to change on an existing stream.
+IMMUTABLE_FIELDS = ("retention", "storage")
+# Fields ensure_stream brings back to the spec when they drifted.
+MUTABLE_FIELDS = (
+    "subjects",
+    "max_age",
+    "max_bytes",
+    "max_msgs",
+    "num_replicas",
+    "duplicate_window",
+    "discard",
+)
+
+
+def _window(settings: Settings, max_age: float) -> float:
+    # The server refuses a duplicate window longer than the stream's max age.
+    return min(settings.duplicate_window, max_age) if max_age > 0 else settings.duplicate_window
+
+
+def tasks_stream(settings: Settings) -> StreamConfig:
+    return StreamConfig(
+        name=TASKS,
+        description="OneManage commands: one shared durable per lane, load balanced",
+        subjects=[TASKS_SUBJECTS],
+        retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE,
+        max_age=settings.tasks_max_age if settings.tasks_max_age > 0 else None,
+        max_bytes=settings.tasks_max_bytes,
+        max_msgs=-1,
+        num_replicas=settings.replicas,
+        duplicate_window=_window(settings, settings.tasks_max_age),
+        discard=DiscardPolicy.OLD,
+    )
+
+
+def events_stream(settings: Settings) -> StreamConfig:
+    return StreamConfig(
+        name=EVENTS,
+        description="OneManage events: the system's history, one durable per listener",
+        subjects=[EVENTS_SUBJECTS],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=settings.events_max_age if settings.events_max_age > 0 else None,
+        max_bytes=settings.events_max_bytes,
+        max_msgs=-1,
+        num_replicas=settings.replicas,
+        duplicate_window=_window(settings, settings.events_max_age),
+        discard=DiscardPolicy.OLD,
+    )
+
+
+def _normal(field: str, value: Any) -> Any:
+    """Compare like the server: an unset age is 0, an unset size is -1."""
+    if field == "max_age":
+        return float(value or 0)
+    if field in ("max_bytes", "max_msgs"):
+        return -1 if value is None else value
+    if field == "num_replicas":
+        return value or 1
+    if field == "subjects":
+        return sorted(value or [])
+    if field == "duplicate_window":
+        return float(value or 0)
+    return value
+
+
+async def ensure_stream(js: JetStreamContext, want: StreamConfig) -> StreamInfo:
+    """Create ``want`` if missing; update drifted limits; refuse immutable drift.
+
+    Raises StreamConfigError naming the field when retention or storage differ,
+    because changing those would silently change delivery semantics.
+    """
+    assert want.name is not None
+    try:
+        info = await js.stream_info(want.name)
+    except NotFoundError:
+        logger.info("creating stream %s", want.name)
+        return await js.add_stream(want)
+    have = info.config
+    for field in IMMUTABLE_FIELDS:
+        if _normal(field, getattr(have, field)) != _normal(field, getattr(want, field)):
+            raise StreamConfigError(want.name, field, getattr(have, field), getattr(want, field))
+    drifted = {
+        field: (getattr(have, field), getattr(want, field))
+        for field in MUTABLE_FIELDS
+        if _normal(field, getattr(have, field)) != _normal(field, getattr(want, field))
+    }
+    if not drifted:
+        return info
+    logger.warning("stream %s drifted, updating: %s", want.name, drifted)
+    updated = replace(have, **{field: getattr(want, field) for field in drifted})
+    return await js.update_stream(updated)
+
+
+async def ensure_bucket(js: JetStreamContext, bucket: str, ttl: float) -> None:
+    """Create the KV bucket ``bucket`` with entries expiring after ``ttl`` seconds."""
+    stream = f"KV_{bucket}"
+    try:
+        info = await js.stream_info(stream)
+    except NotFoundError:
+        await js.create_key_value(bucket=bucket, history=1, ttl=ttl if ttl > 0 else None)
+        return
+    await ensure_stream(js, replace(info.config, max_age=ttl if ttl > 0 else None))
+
+
+async def ensure_streams(js: JetStreamContext, settings: Settings) -> dict[str, StreamInfo]:
+    """Everything a worker needs on the server: both streams and the KV buckets."""
+    infos = {
+        TASKS: await ensure_stream(js, tasks_stream(settings)),
+        EVENTS: await ensure_stream(js, events_stream(settings)),
+    }
+    await ensure_bucket(js, RESULTS_BUCKET, settings.results_ttl)
+    await ensure_bucket(js, STATS_BUCKET, 0)
+    return infos

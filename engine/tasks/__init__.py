@@ -1,0 +1,5 @@
+"""Command tasks. Importing this package registers them all with the broker."""
+
+from engine.tasks import diagnostics
+
+__all__ = ["diagnostics"]

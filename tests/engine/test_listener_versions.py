@@ -1,0 +1,80 @@
+"""A listener reads compatible versions, counts and skips the rest, and keeps going."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from engine.broker import OneManageBroker
+from engine.events.schemas import BaseEvent, WorkerHeartbeat, new_id
+from tests.support.harness import EventCollector, WorkerProcess
+from tests.support.tasks import ProbeEvent
+
+
+def _probe(run: str, version: str, **extra: object) -> tuple[str, bytes]:
+    data = json.loads(ProbeEvent(n=1, correlation_id=run).model_dump_json())
+    data.update(event_id=new_id(), event_version=version, **extra)
+    return data["event_id"], json.dumps(data).encode()
+
+
+def _handled(path: Path, run: str) -> dict[str, str]:
+    if not path.exists():
+        return {}
+    rows = [line.split() for line in path.read_text().splitlines()]
+    return {row[0]: row[1] for row in rows if row[2] == run}
+
+
+async def test_versions_and_garbage(
+    client: OneManageBroker,
+    data_dir: Path,
+    events: EventCollector,
+    start_workers: Callable[..., WorkerProcess],
+) -> None:
+    worker = start_workers(processes=1)
+    (worker_id,) = await worker.ready(events)
+    run = uuid.uuid4().hex
+
+    async def publish_raw(event_id: str, payload: bytes) -> None:
+        await client.publish("events.test.probe", payload, msg_id=event_id)
+
+    newer_minor, newer_payload = _probe(run, "1.9", field_from_the_future={"x": 1})
+    new_major, major_payload = _probe(run, "2.0")
+    after, after_payload = _probe(run, "1.2")
+    await publish_raw(newer_minor, newer_payload)
+    await publish_raw(new_major, major_payload)
+    await publish_raw(new_id(), b"\x00 this is not json")
+    await publish_raw(new_id(), b'{"event_type": "test.probe", "event_version": "1.2"}')
+    await publish_raw(after, after_payload)
+
+    probe_a = data_dir / "probe-a.log"
+    for _ in range(300):
+        if after in _handled(probe_a, run):
+            break
+        await asyncio.sleep(0.1)
+    handled = _handled(probe_a, run)
+    assert handled.get(newer_minor) == "1.9"  # a newer minor is handled
+    assert after in handled  # the listener kept going after the bad ones
+    assert new_major not in handled
+
+    def counted(event: BaseEvent) -> bool:
+        if not (isinstance(event, WorkerHeartbeat) and event.worker_id == worker_id):
+            return False
+        skipped = event.listeners["probe-a"].skipped
+        return (
+            skipped.get("incompatible_version", 0) >= 1
+            and skipped.get("not_json", 0) >= 1
+            and skipped.get("invalid", 0) >= 1
+        )
+
+    (beat,) = (await events.wait_for(counted, timeout=10))[:1]
+    assert isinstance(beat, WorkerHeartbeat)
+    probe = beat.listeners["probe-a"]
+    assert probe.skipped == {"incompatible_version": 1, "not_json": 1, "invalid": 1}
+    assert probe.handled == 2
+    assert probe.failed == 0
+    # The other listener of the same events counted the same, through its own durable.
+    assert beat.listeners["probe-b"].skipped == probe.skipped
+    assert worker.stop() == 0

@@ -1,0 +1,79 @@
+"""Tasks and listeners the test workers load (`onemanage worker tests.support.tasks`)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Literal
+
+from engine.broker import broker
+from engine.errors import TransientError
+from engine.events.listeners import event_listener
+from engine.events.schemas import BaseEvent
+
+WAIT = {"check_interval": 0.02, "timeout": 60}
+
+
+class ProbeEvent(BaseEvent):
+    """An event only the tests publish; its readers support version 1.2."""
+
+    event_type: Literal["test.probe"] = "test.probe"
+    event_version: str = "1.2"
+    n: int
+    note: str = ""
+
+
+@broker.task(task_name="test.whoami")
+async def whoami(n: int) -> dict[str, Any]:
+    return {"n": n, "worker": broker.worker_id}
+
+
+@broker.task(task_name="test.sleep")
+async def sleep_for(seconds: float) -> float:
+    await asyncio.sleep(seconds)
+    return seconds
+
+
+@broker.task(task_name="test.add")
+async def add(a: int, b: int) -> int:
+    return a + b
+
+
+@broker.task(task_name="test.fail")
+async def fail_with(kind: str, message: str) -> None:
+    errors: dict[str, type[Exception]] = {"ValueError": ValueError, "KeyError": KeyError}
+    raise errors[kind](message)
+
+
+@broker.task(task_name="test.always_transient")
+async def always_transient() -> None:
+    raise TransientError("the thing we need is still down")
+
+
+@broker.task(task_name="test.sum_via_child")
+async def sum_via_child(a: int, b: int) -> int:
+    child = await add.kiq(a, b)
+    result = await child.wait_result(**WAIT)
+    return int(result.raise_for_error().return_value)
+
+
+@broker.task(task_name="test.call_failing_child")
+async def call_failing_child(message: str) -> None:
+    child = await fail_with.kiq("ValueError", message)
+    result = await child.wait_result(**WAIT)
+    result.raise_for_error()
+
+
+def _record(durable: str, event: BaseEvent) -> None:
+    path = broker.settings.data_dir / f"{durable}.log"
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(f"{event.event_id} {event.event_version} {event.correlation_id}\n")
+
+
+@event_listener("probe-a", "events.test.>")
+async def probe_a(event: BaseEvent) -> None:
+    _record("probe-a", event)
+
+
+@event_listener("probe-b", "events.test.>")
+async def probe_b(event: BaseEvent) -> None:
+    _record("probe-b", event)
