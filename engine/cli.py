@@ -1,0 +1,281 @@
+"""`onemanage`: run the embedded server, workers, and look at the system.
+
+With no ONEMANAGE_NATS_URL every command uses the embedded nats-server of the
+data directory: the first command starts it, the others reuse it, so
+`onemanage worker` in one terminal and `onemanage submit` in another just work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+
+from engine import embedded
+from engine.settings import Settings, load_settings
+
+logger = logging.getLogger("onemanage")
+
+
+def _embedded_or_exit(settings: Settings) -> embedded.EmbeddedServer:
+    try:
+        return embedded.ensure(settings.data_dir)
+    except embedded.EmbeddedServerError as exc:
+        sys.exit(f"onemanage: {exc}")
+
+
+# -- server -------------------------------------------------------------------------
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    data_dir = settings.data_dir
+    running = embedded.find_running(data_dir)
+    if args.action == "status":
+        if running is None:
+            print(f"no embedded nats-server running in {data_dir}")
+            return 1
+        print(
+            f"embedded nats-server {running.url} (pid {running.pid}, monitor {running.monitor_url})"
+        )
+        print(f"store: {embedded.store_dir(data_dir)}")
+        return 0
+    if args.action == "stop":
+        if running is None:
+            print(f"no embedded nats-server running in {data_dir}")
+            return 0
+        running.stop()
+        print(f"stopped nats-server pid {running.pid}")
+        return 0
+    if running is not None:
+        print(
+            f"already running: {running.url} (pid {running.pid}); `onemanage server stop` stops it"
+        )
+        return 1
+    try:
+        server = embedded.start(data_dir, port=args.port, detach=False)
+    except embedded.EmbeddedServerError as exc:
+        sys.exit(f"onemanage: {exc}")
+    print(f"nats-server {server.url} (pid {server.pid}, monitor {server.monitor_url})")
+    print(f"store: {embedded.store_dir(data_dir)}   log: {embedded.log_file(data_dir)}")
+    print("Ctrl-C stops it.")
+    stop = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    while not stop and server.process is not None and server.process.poll() is None:
+        time.sleep(0.2)
+    server.stop()
+    print("stopped")
+    return 0
+
+
+# -- worker -------------------------------------------------------------------------
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from taskiq.cli.worker.args import WorkerArgs
+    from taskiq.cli.worker.run import run_worker
+
+    settings = load_settings()
+    server = None
+    if settings.embedded:
+        server = _embedded_or_exit(settings)
+        os.environ["ONEMANAGE_NATS_URL"] = server.url  # the children connect, never start
+        how = "started" if server.owned else "reusing"
+        store = embedded.store_dir(settings.data_dir)
+        print(f"{how} embedded nats-server {server.url} (store {store})")
+    if args.concurrency:
+        os.environ["ONEMANAGE_CONCURRENCY"] = str(args.concurrency)
+    worker_args = WorkerArgs(
+        broker="engine.broker:broker",
+        modules=list(args.modules),
+        workers=args.processes,
+        log_level=args.log_level,
+        max_async_tasks=10_000,  # lanes bound concurrency; see engine.broker.Lane
+        shutdown_timeout=10.0,
+        wait_tasks_timeout=args.drain_timeout,
+    )
+    try:
+        status = run_worker(worker_args)
+    finally:
+        for child in multiprocessing.active_children():  # drain: let them finish
+            child.join()
+        if server is not None:
+            print(f"embedded nats-server: {server.release()}")
+    return int(status or 0)
+
+
+# -- status and check ---------------------------------------------------------------
+
+
+def _client(coro_factory: Callable[[], Awaitable[int]]) -> int:
+    """Run ``coro_factory`` with the broker started as a client."""
+    from engine.broker import broker
+
+    async def run() -> int:
+        try:
+            await broker.startup()
+        except Exception as exc:
+            print(f"onemanage: cannot connect: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 2
+        try:
+            return await coro_factory()
+        finally:
+            await broker.shutdown()
+
+    return asyncio.run(run())
+
+
+def _age(ts: datetime | None) -> str:
+    if ts is None:
+        return "-"
+    seconds = (datetime.now(UTC) - ts).total_seconds()
+    return f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.0f}m"
+
+
+async def _status() -> int:
+    from engine import monitor
+    from engine.broker import broker
+    from engine.events.listeners import read_task_stats
+    from engine.streams import EVENTS, TASKS
+
+    js = broker.js
+    print(f"server: {', '.join(broker.servers())}")
+    for name in (TASKS, EVENTS):
+        figures = await monitor.stream_figures(broker.nc, name)
+        if figures is None:
+            print(f"{name:7} missing (start a worker to create it)")
+            continue
+        print(
+            f"{name:7} {figures.messages:>8} msgs {figures.bytes / 1024:>10.1f} KiB  "
+            f"seq {figures.first_seq}..{figures.last_seq}  consumers {figures.consumers}  "
+            f"last {_age(figures.last_ts)} ago"
+        )
+    print()
+    print(f"{'consumer':24} {'pending':>8} {'ack pend':>8} {'redeliv':>8} {'waiting':>8}")
+    for c in await monitor.consumer_figures(js):
+        mark = "  (impossible figures!)" if c.impossible else ""
+        print(
+            f"{c.stream + '/' + c.name:24} {c.pending:>8} {c.ack_pending:>8} "
+            f"{c.redelivered:>8} {c.waiting:>8}{mark}"
+        )
+    print()
+    workers = await monitor.live_workers(js)
+    print(f"workers alive: {len(workers)}")
+    for w in workers:
+        print(f"  {w.worker_id:28} running {w.running:>4}  processed {w.processed:>7}", end="")
+        print(f"  failed {w.failed}")
+    stats = []
+    try:
+        stats = await read_task_stats()
+    except Exception as exc:
+        print(f"task statistics unavailable: {exc}")
+    if stats:
+        print()
+        columns = ("queued", "ok", "failed", "retried", "dead", "avg ms")
+        print(f"{'task':28} " + " ".join(f"{c:>7}" for c in columns))
+        for s in stats:
+            avg = s.duration_ms_total / s.succeeded if s.succeeded else 0
+            print(
+                f"{s.task_name:28} {s.queued:>7} {s.succeeded:>7} {s.failed:>7} "
+                f"{s.retried:>7} {s.dead_lettered:>7} {avg:>7.1f}"
+            )
+    return 0
+
+
+async def _check(timeout: float) -> int:
+    from engine import monitor
+    from engine.broker import broker
+    from engine.streams import EVENTS, TASKS
+    from engine.tasks.diagnostics import ping
+
+    problems = 0
+    js = broker.js
+    started = time.perf_counter()
+    await broker.nc.flush()
+    print(f"ok   connected to {broker.nc.connected_url.netloc if broker.nc.connected_url else '?'}"
+          f" (round trip {(time.perf_counter() - started) * 1000:.1f} ms)")  # fmt: skip
+    for name in (TASKS, EVENTS):
+        if await monitor.stream_figures(broker.nc, name) is None:
+            print(f"FAIL stream {name} missing: no worker has started against this server")
+            problems += 1
+        else:
+            print(f"ok   stream {name}")
+    workers = await monitor.live_workers(js)
+    if not workers:
+        print("FAIL no live worker (no heartbeat in the last intervals): start `onemanage worker`")
+        return 1
+    print(f"ok   {len(workers)} live worker(s)")
+    started = time.perf_counter()
+    task = await ping.kiq("check")
+    try:
+        result = await task.wait_result(check_interval=0.02, timeout=timeout)
+    except Exception as exc:
+        print(f"FAIL ping task did not come back within {timeout:.0f}s: {exc}")
+        return 1
+    elapsed = (time.perf_counter() - started) * 1000
+    print(f"ok   ping ran on {result.return_value['host']}:{result.return_value['pid']} "
+          f"({elapsed:.0f} ms round trip)")  # fmt: skip
+    return 1 if problems else 0
+
+
+# -- entry point --------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="onemanage", description=__doc__.splitlines()[0])
+    parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING, ERROR")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    server = commands.add_parser("server", help="run the embedded nats-server (foreground)")
+    server.add_argument("action", nargs="?", default="run", choices=["run", "status", "stop"])
+    server.add_argument("--port", type=int, default=None, help="client port (default: a free one)")
+    server.set_defaults(func=cmd_server)
+
+    worker = commands.add_parser("worker", help="run headless workers")
+    worker.add_argument("modules", nargs="*", help="extra modules with tasks to import")
+    worker.add_argument("-p", "--processes", type=int, default=2, help="worker processes")
+    worker.add_argument(
+        "-c", "--concurrency", type=int, default=0, help="tasks at once per process"
+    )
+    worker.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=None,
+        help="seconds to wait for running tasks on SIGTERM (default: no limit)",
+    )
+    worker.set_defaults(func=cmd_worker)
+
+    status = commands.add_parser("status", help="streams, consumers, workers, task statistics")
+    status.set_defaults(func=lambda args: _client(_status))
+
+    check = commands.add_parser("check", help="health check: connection, streams, a ping task")
+    check.add_argument("--timeout", type=float, default=10.0)
+    check.set_defaults(func=lambda args: _client(lambda: _check(args.timeout)))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.command == "worker":
+        args.log_level = "INFO" if args.log_level.upper() == "WARNING" else args.log_level.upper()
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
