@@ -80,18 +80,28 @@ def worker_identity() -> str:
 
 @dataclass
 class Lane:
-    """One durable consumer this worker pulls from, with its own concurrency."""
+    """One durable consumer this worker pulls from, with its own concurrency.
+
+    ``running`` bounds the messages handed to taskiq; ``held`` bounds those
+    fetched, ``prefetch`` more, so the next batch is already here when a task
+    ends (one fetch round trip per message capped throughput at ~750/s).
+    """
 
     stream: str
     durable: str
     filter_subject: str
     max_in_flight: int
+    prefetch: int
     deliver: str = "new"
     listener_task: str | None = None  # set for EVENTS lanes
-    slots: asyncio.Semaphore = field(init=False, repr=False)
+    held: asyncio.Semaphore = field(init=False, repr=False)
+    running: asyncio.Semaphore = field(init=False, repr=False)
+    waiting: asyncio.Queue[Delivery] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.slots = asyncio.Semaphore(self.max_in_flight)
+        self.held = asyncio.Semaphore(self.max_in_flight + self.prefetch)
+        self.running = asyncio.Semaphore(self.max_in_flight)
+        self.waiting = asyncio.Queue()
 
 
 @dataclass(eq=False)
@@ -103,6 +113,7 @@ class Delivery:
     task_id: str
     data: bytes
     retry_delay: float | None = None
+    dispatched: bool = False
     settled: bool = False
 
     @property
@@ -316,7 +327,7 @@ class OneManageBroker(AsyncBroker):
     def plan_lanes(self) -> list[Lane]:
         """The durables this worker pulls from: the shared TASKS one, one per listener."""
         s = self.settings
-        lanes = [Lane(TASKS, s.tasks_durable, TASKS_SUBJECTS, s.concurrency, deliver="all")]
+        lanes = [Lane(TASKS, s.tasks_durable, TASKS_SUBJECTS, s.concurrency, s.fetch_batch, "all")]
         for name, task in sorted(self.get_all_tasks().items()):
             labels = task.labels
             if labels.get(STREAM_LABEL) != EVENTS:
@@ -330,6 +341,7 @@ class OneManageBroker(AsyncBroker):
                     str(durable),
                     str(labels.get(FILTER_LABEL, EVENTS_SUBJECTS)),
                     s.listener_concurrency,
+                    s.fetch_batch,
                     deliver=str(labels.get(DELIVER_LABEL, "new")),
                     listener_task=name,
                 )
@@ -347,7 +359,7 @@ class OneManageBroker(AsyncBroker):
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=s.ack_wait,
             max_deliver=s.max_deliver,
-            max_ack_pending=max(1000, lane.max_in_flight * 20),
+            max_ack_pending=max(1000, (lane.max_in_flight + lane.prefetch) * 20),
             deliver_policy=DeliverPolicy.ALL if lane.deliver == "all" else DeliverPolicy.NEW,
             description=f"onemanage {lane.listener_task or 'workers'}",
         )
@@ -363,6 +375,7 @@ class OneManageBroker(AsyncBroker):
         for lane in self.lanes:
             await self.ensure_consumer(lane)
             self.spawn(self._pull(lane), f"pull-{lane.durable}")
+            self.spawn(self._dispatch(lane), f"dispatch-{lane.durable}")
         self.spawn(self._keep_in_progress(), "in-progress")
         await watch_dead_letters(self)
         self.ready.set()
@@ -373,15 +386,15 @@ class OneManageBroker(AsyncBroker):
         )
 
     async def _pull(self, lane: Lane) -> None:
-        """Fetch while this lane has free slots; never a fetch without a timeout."""
+        """Fetch while this lane may hold more; never a fetch without a timeout."""
         s = self.settings
         subscription: JetStreamContext.PullSubscription | None = None
         failures = 0
         while not self._stopping:
-            await lane.slots.acquire()
+            await lane.held.acquire()
             wanted = 1
-            while wanted < s.fetch_batch and not lane.slots.locked():
-                await lane.slots.acquire()
+            while wanted < s.fetch_batch and not lane.held.locked():
+                await lane.held.acquire()
                 wanted += 1
             messages: list[Msg] = []
             try:
@@ -395,7 +408,7 @@ class OneManageBroker(AsyncBroker):
                 pass
             except asyncio.CancelledError:
                 for _ in range(wanted):
-                    lane.slots.release()
+                    lane.held.release()
                 raise
             except Exception as exc:  # a dead server, a deleted consumer: report, retry
                 failures += 1
@@ -409,9 +422,20 @@ class OneManageBroker(AsyncBroker):
                     subscription = None
                 await asyncio.sleep(min(0.25 * failures, 5.0))
             for _ in range(wanted - len(messages)):
-                lane.slots.release()
+                lane.held.release()
             for msg in messages:
                 await self._accept(lane, msg)
+
+    async def _dispatch(self, lane: Lane) -> None:
+        """Hand fetched messages to taskiq as the lane's running slots free up."""
+        while True:
+            delivery = await lane.waiting.get()
+            await lane.running.acquire()
+            if delivery.settled:
+                lane.running.release()
+                continue
+            delivery.dispatched = True
+            self._inbox.put_nowait(delivery)
 
     async def _accept(self, lane: Lane, msg: Msg) -> None:
         """Turn a NATS message into a taskiq delivery, or hand it back."""
@@ -442,7 +466,7 @@ class OneManageBroker(AsyncBroker):
             ).message
             delivery = Delivery(msg, lane, task_id, data)
         self._in_flight[task_id] = delivery
-        self._inbox.put_nowait(delivery)
+        lane.waiting.put_nowait(delivery)
 
     async def listen(self) -> AsyncGenerator[AckableMessage, None]:
         """Yield deliveries from every lane; taskiq acks each through settle()."""
@@ -453,7 +477,7 @@ class OneManageBroker(AsyncBroker):
             yield AckableMessage(data=delivery.data, ack=functools.partial(self.settle, delivery))
 
     async def settle(self, delivery: Delivery) -> None:
-        """Ack, or nack with a delay when a retry was requested; frees the lane slot."""
+        """Ack, or nack with a delay when a retry was requested; frees the lane's slots."""
         if delivery.settled:
             return
         delivery.settled = True
@@ -467,7 +491,9 @@ class OneManageBroker(AsyncBroker):
         except Exception as exc:  # the server redelivers after ack wait
             logger.warning("cannot settle %s: %s", delivery.task_id, exc)
         finally:
-            delivery.lane.slots.release()
+            delivery.lane.held.release()
+            if delivery.dispatched:
+                delivery.lane.running.release()
 
     async def _keep_in_progress(self) -> None:
         """Tell the server every held message is still being worked on."""

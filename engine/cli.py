@@ -274,6 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.command == "worker":
         args.log_level = "INFO" if args.log_level.upper() == "WARNING" else args.log_level.upper()
+        if args.log_level == "INFO":  # not a line per task and per event
+            logging.getLogger("taskiq.receiver.receiver").setLevel(logging.WARNING)
     return int(args.func(args))
 
 

@@ -147,8 +147,15 @@ def stats_key(task_name: str) -> str:
     return _KEY_UNSAFE.sub("_", task_name) or "_"
 
 
+_stats_kv: KeyValue | None = None
+
+
 async def stats_bucket() -> KeyValue:
-    return await broker.js.key_value(STATS_BUCKET)
+    """The statistics bucket, bound once (binding costs a stream-info round trip)."""
+    global _stats_kv
+    if _stats_kv is None or _stats_kv._js is not broker.js:
+        _stats_kv = await broker.js.key_value(STATS_BUCKET)
+    return _stats_kv
 
 
 async def read_task_stats() -> list[TaskTypeStats]:
