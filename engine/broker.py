@@ -41,7 +41,7 @@ from taskiq.message import TaskiqMessage
 from engine import embedded
 from engine.errors import NotConnectedError, PublishError
 from engine.settings import Settings, load_settings
-from engine.streams import EVENTS, EVENTS_SUBJECTS, TASKS, TASKS_SUBJECTS, ensure_streams
+from engine.streams import EVENTS, EVENTS_SUBJECTS, TASKS, ensure_streams
 
 logger = logging.getLogger(__name__)
 
@@ -50,15 +50,28 @@ STREAM_LABEL = "stream"
 DURABLE_LABEL = "durable"
 FILTER_LABEL = "filter_subject"
 DELIVER_LABEL = "deliver"
+LANE_LABEL = "lane"
+DEFAULT_LANE = "default"
+WORKFLOW_LANE = "workflow"
 TASK_ID_HEADER = "Onemanage-Task-Id"
 MSG_ID_HEADER = "Nats-Msg-Id"
 
 _FORBIDDEN_SUBJECT_CHARS = frozenset(" \t\r\n*>")
 
 
-def task_subject(task_name: str) -> str:
-    """The TASKS subject of a command task."""
-    return f"tasks.{task_name}"
+def task_subject(task_name: str, lane: str = DEFAULT_LANE) -> str:
+    """The TASKS subject of a command task: ``tasks.<lane>.<task_name>``."""
+    return f"tasks.{lane}.{task_name}"
+
+
+def task_name_of(subject: str) -> str:
+    """The task name in a TASKS subject."""
+    parts = subject.split(".", 2)
+    return parts[2] if len(parts) == 3 else subject
+
+
+def lane_subjects(lane: str) -> str:
+    return f"tasks.{lane}.>"
 
 
 def listener(durable: str, subject: str = EVENTS_SUBJECTS, deliver: str = "new") -> dict[str, str]:
@@ -92,7 +105,7 @@ class Lane:
     filter_subject: str
     max_in_flight: int
     prefetch: int
-    deliver: str = "new"
+    deliver: str = "all"
     listener_task: str | None = None  # set for EVENTS lanes
     held: asyncio.Semaphore = field(init=False, repr=False)
     running: asyncio.Semaphore = field(init=False, repr=False)
@@ -311,7 +324,7 @@ class OneManageBroker(AsyncBroker):
                 "published, it cannot be kicked"
             )
         await self.publish(
-            task_subject(message.task_name),
+            task_subject(message.task_name, str(message.labels.get(LANE_LABEL, DEFAULT_LANE))),
             message.message,
             msg_id=message.task_id,
             headers={TASK_ID_HEADER: message.task_id},
@@ -325,10 +338,28 @@ class OneManageBroker(AsyncBroker):
     # -- consuming (workers only) ---------------------------------------------------
 
     def plan_lanes(self) -> list[Lane]:
-        """The durables this worker pulls from: the shared TASKS one, one per listener."""
+        """The durables this worker pulls from: shared ones on TASKS, one per listener.
+
+        Workflows (orchestrators that wait for their steps) have a lane of their
+        own, so a worker busy with orchestrators still has slots for the steps
+        they wait for: no deadlock at any concurrency.
+        """
         s = self.settings
-        lanes = [Lane(TASKS, s.tasks_durable, TASKS_SUBJECTS, s.concurrency, s.fetch_batch, "all")]
-        for name, task in sorted(self.get_all_tasks().items()):
+        tasks = sorted(self.get_all_tasks().items())
+        lanes = [
+            Lane(TASKS, s.tasks_durable, lane_subjects(DEFAULT_LANE), s.concurrency, s.fetch_batch)
+        ]
+        if any(task.labels.get(LANE_LABEL) == WORKFLOW_LANE for _, task in tasks):
+            lanes.append(
+                Lane(
+                    TASKS,
+                    s.workflows_durable,
+                    lane_subjects(WORKFLOW_LANE),
+                    s.workflow_concurrency,
+                    1,  # orchestrators are few and long: no need to hold more
+                )
+            )
+        for name, task in tasks:
             labels = task.labels
             if labels.get(STREAM_LABEL) != EVENTS:
                 continue
@@ -440,7 +471,7 @@ class OneManageBroker(AsyncBroker):
     async def _accept(self, lane: Lane, msg: Msg) -> None:
         """Turn a NATS message into a taskiq delivery, or hand it back."""
         if lane.listener_task is None:
-            task_name = msg.subject.removeprefix("tasks.")
+            task_name = task_name_of(msg.subject)
             task_id = (msg.headers or {}).get(TASK_ID_HEADER) or msg.reply
             delivery = Delivery(msg, lane, task_id, msg.data)
             if self.find_task(task_name) is None:

@@ -19,7 +19,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.errors import NotFoundError
 
-from engine.broker import TASK_ID_HEADER, OneManageBroker
+from engine.broker import TASK_ID_HEADER, OneManageBroker, task_name_of
 from engine.errors import PublishError
 from engine.events.publisher import publish_event
 from engine.events.schemas import TaskDeadLettered
@@ -50,7 +50,7 @@ async def handle_advisory(broker: OneManageBroker, advisory: dict[str, object]) 
         logger.info("dead letter %s #%d already handled", stream, seq)
         return
     data = stored.data or b""
-    task_name = (stored.subject or "").removeprefix("tasks.")
+    task_name = task_name_of(stored.subject or "")
     task_id = (stored.headers or {}).get(TASK_ID_HEADER) or f"{stream}-{seq}"
     correlation_id = None
     try:

@@ -15,6 +15,8 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from engine.services.psd import Limits
+
 
 def default_data_dir() -> Path:
     """Where the embedded server's store, audit log and ports file live."""
@@ -25,7 +27,9 @@ def default_data_dir() -> Path:
 class Settings(BaseSettings):
     """Everything a OneManage process needs to know about its NATS and streams."""
 
-    model_config = SettingsConfigDict(env_prefix="ONEMANAGE_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="ONEMANAGE_", env_nested_delimiter="__", extra="ignore", frozen=True
+    )
 
     # Connection. No URL means the embedded server in data_dir.
     nats_url: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -50,6 +54,8 @@ class Settings(BaseSettings):
     duplicate_window: float = 120.0
     replicas: int = 1
     results_ttl: float = 3600.0
+    inputs_ttl: float = 7 * 24 * 3600
+    artefacts_ttl: float = 7 * 24 * 3600
 
     # Consumers and delivery.
     ack_wait: float = 30.0
@@ -58,8 +64,15 @@ class Settings(BaseSettings):
     fetch_timeout: float = 5.0
     fetch_batch: int = 10
     concurrency: int = 10
+    workflow_concurrency: int = 4
     listener_concurrency: int = 4
     tasks_durable: str = "workers"
+    workflows_durable: str = "workflows"
+
+    # PSD work: file limits (ONEMANAGE_PSD__MAX_DEPTH=...), upload cap, step timeout.
+    psd: Limits = Field(default_factory=Limits)
+    max_upload_bytes: int = 2 * 1024**3
+    step_timeout: float = 600.0
 
     # Observability.
     heartbeat_interval: float = 5.0

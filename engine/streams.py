@@ -15,6 +15,7 @@ from typing import Any
 from nats.js import JetStreamContext
 from nats.js.api import (
     DiscardPolicy,
+    ObjectStoreConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
@@ -33,6 +34,8 @@ TASKS_SUBJECTS = "tasks.>"
 EVENTS_SUBJECTS = "events.>"
 RESULTS_BUCKET = "onemanage_results"
 STATS_BUCKET = "onemanage_task_stats"
+INPUTS_BUCKET = "onemanage_inputs"
+ARTEFACTS_BUCKET = "onemanage_artefacts"
 
 # Fields a server refuses to change on an existing stream.
 IMMUTABLE_FIELDS = ("retention", "storage")
@@ -139,12 +142,29 @@ async def ensure_bucket(js: JetStreamContext, bucket: str, ttl: float) -> None:
     await ensure_stream(js, replace(info.config, max_age=ttl if ttl > 0 else None))
 
 
+async def ensure_object_store(
+    js: JetStreamContext, bucket: str, settings: Settings, ttl: float
+) -> None:
+    """Create the object store ``bucket``, or bring its TTL back to ``ttl`` seconds."""
+    try:
+        info = await js.stream_info(f"OBJ_{bucket}")
+    except NotFoundError:
+        config = ObjectStoreConfig(
+            bucket=bucket, ttl=ttl or None, storage=StorageType.FILE, replicas=settings.replicas
+        )
+        await js.create_object_store(bucket, config=config)
+        return
+    await ensure_stream(js, replace(info.config, max_age=ttl or None))
+
+
 async def ensure_streams(js: JetStreamContext, settings: Settings) -> dict[str, StreamInfo]:
-    """Everything a worker needs on the server: both streams and the KV buckets."""
+    """Everything a worker needs on the server: both streams, KV buckets, object stores."""
     infos = {
         TASKS: await ensure_stream(js, tasks_stream(settings)),
         EVENTS: await ensure_stream(js, events_stream(settings)),
     }
     await ensure_bucket(js, RESULTS_BUCKET, settings.results_ttl)
     await ensure_bucket(js, STATS_BUCKET, 0)
+    await ensure_object_store(js, INPUTS_BUCKET, settings, settings.inputs_ttl)
+    await ensure_object_store(js, ARTEFACTS_BUCKET, settings, settings.artefacts_ttl)
     return infos

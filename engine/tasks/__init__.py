@@ -1,5 +1,5 @@
 """Command tasks. Importing this package registers them all with the broker."""
 
-from engine.tasks import diagnostics
+from engine.tasks import diagnostics, psd, workflow
 
-__all__ = ["diagnostics"]
+__all__ = ["diagnostics", "psd", "workflow"]

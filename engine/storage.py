@@ -1,0 +1,119 @@
+"""PSD inputs and artefacts in NATS Object Store buckets, on the broker's connection.
+
+Inputs are content-addressed (``sha256-<hex>``), so the same file submitted
+twice is stored once; artefacts live under ``<workflow_id>/``. Both buckets
+expire their objects after their TTL, so the store does not grow forever.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from nats.js.errors import NotFoundError, ObjectNotFoundError
+from nats.js.object_store import ObjectStore
+
+from engine.broker import OneManageBroker, broker
+from engine.errors import OneManageError
+from engine.streams import ARTEFACTS_BUCKET, INPUTS_BUCKET
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]  # (bytes sent, total bytes)
+
+
+class StorageError(OneManageError):
+    """An object is missing or the store cannot be reached."""
+
+
+def input_key(data: bytes) -> str:
+    """The content address of an input: equal bytes, equal key."""
+    return f"sha256-{hashlib.sha256(data).hexdigest()}"
+
+
+def artefact_key(workflow_id: str, name: str) -> str:
+    return f"{workflow_id}/{name}"
+
+
+class _ProgressReader(io.RawIOBase):
+    """Reads ``data`` in the object store's chunks, telling ``progress`` as it goes."""
+
+    def __init__(self, data: bytes, progress: Progress) -> None:
+        self._view = memoryview(data)
+        self._offset = 0
+        self._progress = progress
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        size = min(len(buffer), len(self._view) - self._offset)
+        buffer[:size] = self._view[self._offset : self._offset + size]
+        self._offset += size
+        self._progress(self._offset, len(self._view))
+        return size
+
+
+class Storage:
+    """The two object stores, bound lazily on the shared connection."""
+
+    def __init__(self, target: OneManageBroker = broker) -> None:
+        self._broker = target
+        self._stores: dict[str, ObjectStore] = {}
+
+    async def _store(self, bucket: str) -> ObjectStore:
+        store = self._stores.get(bucket)
+        if store is None or store._js is not self._broker.js:
+            try:
+                store = await self._broker.js.object_store(bucket)
+            except NotFoundError as exc:
+                raise StorageError(
+                    f"bucket {bucket} does not exist yet: start a worker once to create it"
+                ) from exc
+            self._stores[bucket] = store
+        return store
+
+    async def put_input(self, data: bytes, progress: Progress | None = None) -> str:
+        """Store an input once; returns its content address."""
+        key = input_key(data)
+        store = await self._store(INPUTS_BUCKET)
+        try:
+            info = await store.get_info(key)
+            if info.size == len(data):
+                if progress:
+                    progress(len(data), len(data))
+                return key
+        except ObjectNotFoundError:
+            pass
+        payload: bytes | io.RawIOBase = _ProgressReader(data, progress) if progress else data
+        await store.put(key, payload)  # type: ignore[arg-type]
+        return key
+
+    async def get_input(self, key: str) -> bytes:
+        return await self._get(INPUTS_BUCKET, key)
+
+    async def put_artefact(self, workflow_id: str, name: str, data: bytes) -> str:
+        key = artefact_key(workflow_id, name)
+        await (await self._store(ARTEFACTS_BUCKET)).put(key, data)
+        return key
+
+    async def put_json(self, workflow_id: str, name: str, value: Any) -> str:
+        return await self.put_artefact(workflow_id, name, json.dumps(value).encode())
+
+    async def get_artefact(self, key: str) -> bytes:
+        return await self._get(ARTEFACTS_BUCKET, key)
+
+    async def _get(self, bucket: str, key: str) -> bytes:
+        store = await self._store(bucket)
+        try:
+            result = await store.get(key)
+        except ObjectNotFoundError as exc:
+            raise StorageError(f"no object {key} in {bucket} (expired or never stored)") from exc
+        return bytes(result.data or b"")
+
+
+storage = Storage()

@@ -1,0 +1,149 @@
+"""The PSD workflow: validate, parse, preview, export, one step after the other.
+
+``process_psd`` runs in the workflow lane (its own durable on TASKS), kicks
+each step with ``.kiq()`` and waits for its result, passes what a step found to
+the next, stops at the first failure, and publishes exactly one outcome:
+PsdWorkflowCompleted with the manifest when every step succeeded, otherwise
+PsdWorkflowFailed naming the step and the error code. Every event of the
+workflow carries the workflow id as its correlation id.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from taskiq import AsyncTaskiqDecoratedTask
+
+from engine.broker import LANE_LABEL, WORKFLOW_LANE, broker
+from engine.errors import OneManageError
+from engine.events.publisher import publish_event
+from engine.events.schemas import PsdStepCompleted, PsdWorkflowCompleted, PsdWorkflowFailed
+from engine.results import await_result
+from engine.storage import storage
+from engine.tasks.psd import export_layers, parse_layers, preview, validate
+
+STEPS = ("validate", "parse", "preview", "export")
+_OUTCOME = uuid.UUID("6d1f3c55-1d0e-4a0b-8f36-54a1f2c0c7aa")
+
+
+class WorkflowStepError(OneManageError):
+    """A step failed; the workflow stopped there. Carries the step and the error code."""
+
+    def __init__(self, step: str, code: str, message: str) -> None:
+        super().__init__(step, code, message)
+        self.step = step
+        self.code = code
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"step {self.step} failed: {self.code}: {self.message}"
+
+
+def outcome_event_id(workflow_id: str) -> str:
+    """The same id for the completed and the failed event: the stream stores one."""
+    return uuid.uuid5(_OUTCOME, workflow_id).hex
+
+
+def _summary(step: str, result: dict[str, Any]) -> dict[str, Any]:
+    """What a watcher needs to follow a step live (the manifest has the rest)."""
+    if step == "validate":
+        keys = ("width", "height", "color_mode", "depth", "format", "layer_count")
+        return {key: result[key] for key in keys}
+    if step == "parse":
+        return {"layers": result["layers"], "by_kind": result["by_kind"]}
+    if step == "preview":
+        return {"width": result["width"], "height": result["height"], "source": result["source"]}
+    return {"layers": result["count"]}
+
+
+class WorkflowRun:
+    """The steps of one workflow run so far: results and timings."""
+
+    def __init__(self, workflow_id: str, filename: str) -> None:
+        self.workflow_id = workflow_id
+        self.filename = filename
+        self.started = time.perf_counter()
+        self.timings_ms: dict[str, float] = {}
+
+    def elapsed_ms(self) -> float:
+        return round((time.perf_counter() - self.started) * 1000, 3)
+
+    async def step(
+        self, name: str, task: AsyncTaskiqDecoratedTask[..., Any], *args: Any
+    ) -> dict[str, Any]:
+        """Kick one step, wait for it, announce it; WorkflowStepError when it failed."""
+        started = time.perf_counter()
+        kicked = await task.kiq(*args)
+        try:
+            result = await await_result(broker, kicked.task_id, broker.settings.step_timeout)
+        except TimeoutError as exc:
+            raise WorkflowStepError(name, "step_timeout", str(exc)) from exc
+        if result.is_err:
+            error = result.error
+            code = str(getattr(error, "code", "") or "error")
+            message = str(getattr(error, "message", "") or f"{type(error).__name__}: {error}")
+            raise WorkflowStepError(name, code, message)
+        value: dict[str, Any] = result.return_value
+        self.timings_ms[name] = round((time.perf_counter() - started) * 1000, 3)
+        await publish_event(
+            PsdStepCompleted(
+                workflow_id=self.workflow_id,
+                filename=self.filename,
+                step=name,
+                duration_ms=self.timings_ms[name],
+                summary=_summary(name, value),
+            )
+        )
+        return value
+
+
+@broker.task(task_name="psd.process", **{LANE_LABEL: WORKFLOW_LANE})
+async def process_psd(
+    workflow_id: str, input_key: str, filename: str, size_bytes: int
+) -> dict[str, Any]:
+    """Run the whole workflow; returns the manifest, raises WorkflowStepError on failure."""
+    run = WorkflowRun(workflow_id, filename)
+    try:
+        document = await run.step("validate", validate, workflow_id, input_key)
+        layers = await run.step("parse", parse_layers, workflow_id, input_key, document)
+        image = await run.step("preview", preview, workflow_id, input_key, document)
+        exported = await run.step("export", export_layers, workflow_id, input_key)
+    except WorkflowStepError as failure:
+        await publish_event(
+            PsdWorkflowFailed(
+                event_id=outcome_event_id(workflow_id),
+                workflow_id=workflow_id,
+                filename=filename,
+                step=failure.step,
+                error_code=failure.code,
+                error_message=failure.message,
+                duration_ms=run.elapsed_ms(),
+                correlation_id=workflow_id,
+            )
+        )
+        raise
+    manifest: dict[str, Any] = {
+        "workflow_id": workflow_id,
+        "filename": filename,
+        "input_key": input_key,
+        "size_bytes": size_bytes,
+        "document": document,
+        "layers": layers,
+        "preview": image,
+        "layer_images": exported["layers"],
+        "timings_ms": {**run.timings_ms, "total": run.elapsed_ms()},
+    }
+    manifest["manifest_key"] = await storage.put_json(workflow_id, "manifest.json", manifest)
+    await publish_event(
+        PsdWorkflowCompleted(
+            event_id=outcome_event_id(workflow_id),
+            workflow_id=workflow_id,
+            filename=filename,
+            duration_ms=manifest["timings_ms"]["total"],
+            manifest=manifest,
+            correlation_id=workflow_id,
+        )
+    )
+    return manifest
