@@ -11,6 +11,7 @@ reacting to its own events would loop forever.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+OUTBOX_SIZE = 10_000
+SEND_BATCH = 64
 CORRELATION_LABEL = "correlation_id"
 CAUSATION_LABEL = "causation_id"
 
@@ -62,17 +65,42 @@ class LifecycleMiddleware(TaskiqMiddleware):
         self.started_at = utc_now()
         self._started: dict[str, float] = {}
         self._heartbeat: asyncio.Task[None] | None = None
+        self._outbox: asyncio.Queue[BaseEvent] = asyncio.Queue(maxsize=OUTBOX_SIZE)
+        self._sender: asyncio.Task[None] | None = None
 
     @property
     def onemanage(self) -> OneManageBroker:
         return self.broker  # type: ignore[return-value]
 
     async def _emit(self, event: BaseEvent) -> None:
-        """Publish a lifecycle event; a failure is counted, never fails the task."""
-        try:
-            await publish_event(event, broker=self.onemanage)
-        except PublishError:
-            self.publish_failures += 1
+        """Queue a lifecycle event for the sender: off the task's path, in order.
+
+        Awaiting each publish put three round trips on every task's critical
+        path; a full outbox still pushes back on the producer.
+        """
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._send(), name="lifecycle-events")
+        await self._outbox.put(event)
+
+    async def _send(self) -> None:
+        """Publish queued events in batches, pipelined; a failure is counted, not raised."""
+        while True:
+            batch = [await self._outbox.get()]
+            while len(batch) < SEND_BATCH and not self._outbox.empty():
+                batch.append(self._outbox.get_nowait())
+            outcomes = await asyncio.gather(
+                *(publish_event(event, broker=self.onemanage) for event in batch),
+                return_exceptions=True,
+            )
+            self.publish_failures += sum(isinstance(o, PublishError) for o in outcomes)
+            for _ in batch:
+                self._outbox.task_done()
+
+    async def flush(self, timeout: float = 5.0) -> None:
+        """Wait until every queued event was published (or ``timeout`` passed)."""
+        if self._sender is not None and not self._sender.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._outbox.join(), timeout)
 
     # -- client side ---------------------------------------------------------------
 
@@ -189,3 +217,8 @@ class LifecycleMiddleware(TaskiqMiddleware):
             self._heartbeat = None
             if self.onemanage.is_connected:
                 await self._emit(self.heartbeat("stopping"))
+        if self.onemanage.is_connected:
+            await self.flush()
+        if self._sender is not None:
+            self._sender.cancel()
+            self._sender = None
