@@ -17,9 +17,14 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from engine import embedded
 from engine.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from engine.events.schemas import BaseEvent
 
 logger = logging.getLogger("onemanage")
 
@@ -231,6 +236,152 @@ async def _check(timeout: float) -> int:
     return 1 if problems else 0
 
 
+# -- submit and artefacts -----------------------------------------------------------
+
+
+def _upload_progress(name: str, size: int) -> Callable[[int, int], None] | None:
+    """A progress line on stderr for uploads big enough to wait for."""
+    if size < 4 * 1024 * 1024:
+        return None
+    shown = -1
+
+    def show(sent: int, total: int) -> None:
+        nonlocal shown
+        percent = sent * 100 // max(total, 1)
+        if percent // 5 != shown // 5:
+            shown = percent
+            end = "\n" if sent >= total else ""
+            print(f"\r  uploading {name}: {percent:3d}% of {total / 1024**2:.1f} MiB",
+                  end=end, file=sys.stderr, flush=True)  # fmt: skip
+
+    return show
+
+
+def _describe(event: BaseEvent) -> str:
+    from engine.events.schemas import (
+        PsdStepCompleted,
+        PsdWorkflowCompleted,
+        PsdWorkflowFailed,
+        TaskFailed,
+    )
+
+    if isinstance(event, PsdStepCompleted):
+        facts = ", ".join(f"{k} {v}" for k, v in event.summary.items() if not isinstance(v, dict))
+        return f"step {event.step:<8} done in {event.duration_ms:8.0f} ms   {facts}"
+    if isinstance(event, PsdWorkflowCompleted):
+        return f"COMPLETED in {event.duration_ms:.0f} ms\n" + _manifest_text(event.manifest)
+    if isinstance(event, PsdWorkflowFailed):
+        return f"FAILED at step {event.step}: {event.error_code}: {event.error_message}"
+    if isinstance(event, TaskFailed) and event.will_retry:
+        return f"{event.task_name} attempt {event.attempt} failed, retrying: {event.error_message}"
+    return ""
+
+
+def _manifest_text(m: dict[str, Any]) -> str:
+    """The manifest as a person reads it; `onemanage artefacts` fetches the files."""
+    doc, layers, preview = m["document"], m["layers"], m["preview"]
+    kinds = ", ".join(f"{kind} {count}" for kind, count in layers["by_kind"].items())
+    timings = ", ".join(f"{step} {ms:.0f} ms" for step, ms in m["timings_ms"].items())
+    lines = [
+        f"document   {doc['width']}x{doc['height']} {doc['color_mode']} {doc['depth']}-bit "
+        f"{doc['format']}, {doc['layer_count']} layers"
+        f"{', stored composite' if doc['has_composite'] else ''}",
+        f"layers     {kinds}; {layers['visible']} visible; depth {layers['max_depth']}",
+        f"top level  {', '.join(layers['top_level'])}",
+        f"preview    {preview['key']} ({preview['width']}x{preview['height']}, "
+        f"from the {preview['source']}), thumbnail {preview['thumbnail_key']}",
+        f"layer PNGs {len(m['layer_images'])} under {m['workflow_id']}/layers/",
+        f"timings    {timings}",
+        f"fetch them onemanage artefacts {m['workflow_id']} --out DIR",
+    ]
+    if layers["fonts"]:
+        lines.insert(3, f"fonts      {', '.join(layers['fonts'])}")
+    return "\n".join(f"    {line}" for line in lines)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from engine.services.samples import make_demo_psd
+
+    args.out.write_bytes(make_demo_psd())
+    print(f"wrote {args.out}: submit it with `onemanage submit {args.out} --wait`")
+    return 0
+
+
+async def _submit(paths: list[str], wait: bool) -> int:
+    from engine import monitor
+    from engine.broker import broker
+    from engine.events.schemas import PsdWorkflowCompleted
+    from engine.streams import ensure_streams
+    from engine.submit import Submission, SubmitError, follow_workflow, read_psd_file, submit_psd
+
+    await ensure_streams(broker.js, broker.settings)
+    submissions: list[Submission] = []
+    failed = 0
+    for name in paths:
+        path = Path(name)
+        try:
+            data = read_psd_file(path, broker.settings.max_upload_bytes)
+            submission = await submit_psd(data, path.name, _upload_progress(path.name, len(data)))
+        except SubmitError as exc:
+            print(f"onemanage: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        submissions.append(submission)
+        print(f"{submission.workflow_id}  {path.name}  ({len(data):,} bytes)")
+    if not wait or not submissions:
+        return 1 if failed else 0
+    if not await monitor.live_workers(broker.js):
+        print("no live worker yet: the workflows are queued and run when `onemanage worker` "
+              "starts", file=sys.stderr)  # fmt: skip
+
+    async def follow(submission: Submission) -> bool:
+        completed = False
+        async for event in follow_workflow(submission):
+            line = _describe(event)
+            if line:
+                print(f"{submission.workflow_id[:8]}  {submission.filename}: {line}", flush=True)
+            completed = isinstance(event, PsdWorkflowCompleted)
+        return completed
+
+    outcomes = await asyncio.gather(*(follow(s) for s in submissions))
+    return 0 if all(outcomes) and not failed else 1
+
+
+async def _artefacts(workflow_id: str, out: Path) -> int:
+    import json
+    from datetime import timedelta
+
+    from engine import monitor
+    from engine.broker import broker
+    from engine.events.schemas import PsdWorkflowFailed
+    from engine.storage import StorageError, artefact_key, storage
+
+    try:
+        manifest = json.loads(
+            await storage.get_artefact(artefact_key(workflow_id, "manifest.json"))
+        )
+    except StorageError:
+        for event in await monitor.recent_events(broker.js, timedelta(days=7), "events.psd.>"):
+            if isinstance(event, PsdWorkflowFailed) and event.workflow_id == workflow_id:
+                print(f"workflow {workflow_id} failed at step {event.step}: "
+                      f"{event.error_code}: {event.error_message}", file=sys.stderr)  # fmt: skip
+                return 1
+        print(f"no artefacts for workflow {workflow_id} (unknown, still running, or expired)",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    out.mkdir(parents=True, exist_ok=True)
+    wanted = [("preview.png", manifest["preview"]["key"]),
+              ("thumbnail.png", manifest["preview"]["thumbnail_key"])]  # fmt: skip
+    wanted += [(f"layers/{Path(i['key']).name}", i["key"]) for i in manifest["layer_images"]]
+    for name, key in wanted:
+        target = out / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(await storage.get_artefact(key))
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    print(f"{len(wanted)} files and manifest.json written to {out}")
+    return 0
+
+
 # -- entry point --------------------------------------------------------------------
 
 
@@ -260,6 +411,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="streams, consumers, workers, task statistics")
     status.set_defaults(func=lambda args: _client(_status))
+
+    submit = commands.add_parser("submit", help="submit PSD/PSB files to the workflow")
+    submit.add_argument("files", nargs="+")
+    submit.add_argument("--wait", action="store_true", help="follow until done; exit 1 on failure")
+    submit.set_defaults(func=lambda args: _client(lambda: _submit(args.files, args.wait)))
+
+    demo = commands.add_parser("demo", help="write a generated layered demo PSD")
+    demo.add_argument("--out", type=Path, default=Path("demo.psd"))
+    demo.set_defaults(func=cmd_demo)
+
+    artefacts = commands.add_parser("artefacts", help="download a workflow's preview and layers")
+    artefacts.add_argument("workflow_id")
+    artefacts.add_argument("--out", type=Path, default=Path("."), help="directory to write to")
+    artefacts.set_defaults(
+        func=lambda args: _client(lambda: _artefacts(args.workflow_id, args.out))
+    )
 
     check = commands.add_parser("check", help="health check: connection, streams, a ping task")
     check.add_argument("--timeout", type=float, default=10.0)

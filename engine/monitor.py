@@ -172,3 +172,24 @@ async def live_workers(js: JetStreamContext, missed_beats: int = 3) -> list[Work
         if beat.state == "running"
         and (now - beat.timestamp).total_seconds() <= beat.interval_s * missed_beats
     ]
+
+
+async def follow(
+    js: JetStreamContext, since: datetime, subject: str = EVENTS_SUBJECTS
+) -> AsyncIterator[BaseEvent]:
+    """Every readable event stored since ``since``, then live ones, until the caller stops.
+
+    An ordered consumer again: it survives reconnects and starts from a time,
+    so nothing published between "submitted" and "subscribed" is missed.
+    """
+    config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=since)
+    subscription = await js.subscribe(subject, stream=EVENTS, ordered_consumer=True, config=config)
+    try:
+        while True:
+            msg = await subscription.next_msg(timeout=None)
+            event = parse_event(msg.data)
+            if isinstance(event, BaseEvent):
+                yield event
+    finally:
+        with contextlib.suppress(Exception):
+            await subscription.unsubscribe()

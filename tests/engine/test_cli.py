@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from PIL import Image
+
 from engine import embedded
 from tests.support.harness import ROOT
 
@@ -27,7 +29,8 @@ def _onemanage(data_dir: Path, *args: str, timeout: float = 60) -> subprocess.Co
     )  # fmt: skip
 
 
-def test_worker_and_check_share_the_embedded_server(tmp_path: Path) -> None:
+def test_a_new_users_session_on_the_embedded_default(tmp_path: Path) -> None:
+    """worker, check, status, demo, submit --wait, artefacts: one embedded server for all."""
     worker = subprocess.Popen(
         [sys.executable, "-m", "engine.cli", "worker", "-p", "1"],
         env=_env(tmp_path), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -51,6 +54,28 @@ def test_worker_and_check_share_the_embedded_server(tmp_path: Path) -> None:
             time.sleep(0.5)
         assert "TASKS" in status.stdout and "workers alive: 1" in status.stdout, status.stdout
         assert "diag.ping" in status.stdout, status.stdout
+
+        demo = tmp_path / "demo.psd"
+        assert _onemanage(tmp_path, "demo", "--out", str(demo)).returncode == 0
+        done = _onemanage(tmp_path, "submit", str(demo), "--wait", timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "COMPLETED" in done.stdout and "document   800x600 RGB" in done.stdout
+        workflow_id = done.stdout.split()[0]
+        out = tmp_path / "out"
+        fetched = _onemanage(tmp_path, "artefacts", workflow_id, "--out", str(out))
+        assert fetched.returncode == 0, fetched.stderr
+        assert Image.open(out / "preview.png").size == (800, 600)
+        assert list((out / "layers").glob("*.png"))
+
+        broken = tmp_path / "broken.psd"
+        broken.write_bytes(demo.read_bytes()[:300])
+        failed = _onemanage(tmp_path, "submit", str(broken), "--wait", timeout=120)
+        assert failed.returncode == 1
+        assert "FAILED at step validate: truncated" in failed.stdout, failed.stdout
+
+        refused = _onemanage(tmp_path, "submit", str(tmp_path / "missing.psd"))
+        assert refused.returncode == 1
+        assert "no such file" in refused.stderr
     finally:
         worker.send_signal(signal.SIGTERM)
         out, _ = worker.communicate(timeout=60)

@@ -1,0 +1,110 @@
+"""submit_psd(): the one way a PSD gets in, shared by the CLI and the console.
+
+Checks the file locally first (exists, readable, not too big, a PSD/PSB
+signature) so a person hears about a wrong file at once, uploads it to the
+inputs bucket (once per content), announces PsdWorkflowSubmitted and kicks the
+workflow with the workflow id as its task id and correlation id.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from engine import monitor
+from engine.broker import broker
+from engine.errors import OneManageError
+from engine.events.publisher import publish_event
+from engine.events.schemas import (
+    BaseEvent,
+    PsdWorkflowCompleted,
+    PsdWorkflowFailed,
+    PsdWorkflowSubmitted,
+)
+from engine.storage import Progress, storage
+from engine.tasks.workflow import process_psd
+
+SIGNATURE = b"8BPS"
+
+
+class SubmitError(OneManageError):
+    """A file that cannot be submitted, and why (before anything was uploaded)."""
+
+
+@dataclass(frozen=True)
+class Submission:
+    workflow_id: str
+    filename: str
+    input_key: str
+    size_bytes: int
+    submitted_at: datetime
+
+
+def check_psd_bytes(data: bytes, filename: str, max_bytes: int) -> None:
+    """The local checks: size cap and a PSD (version 1) or PSB (version 2) signature."""
+    if not data:
+        raise SubmitError(f"{filename} is empty")
+    if len(data) > max_bytes:
+        raise SubmitError(f"{filename} is {len(data):,} bytes; the limit is {max_bytes:,}")
+    if data[:4] != SIGNATURE or data[4:6] not in (b"\x00\x01", b"\x00\x02"):
+        raise SubmitError(f"{filename} is not a PSD or PSB file (no 8BPS signature)")
+
+
+def read_psd_file(path: Path, max_bytes: int) -> bytes:
+    """Read ``path`` after checking it exists, is a file, and is not too big."""
+    if not path.exists():
+        raise SubmitError(f"{path}: no such file")
+    if not path.is_file():
+        raise SubmitError(f"{path}: not a regular file")
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise SubmitError(f"{path} is {size:,} bytes; the limit is {max_bytes:,}")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SubmitError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    check_psd_bytes(data, path.name, max_bytes)
+    return data
+
+
+async def submit_psd(data: bytes, filename: str, progress: Progress | None = None) -> Submission:
+    """Upload ``data`` and start its workflow; returns as soon as the workflow is queued."""
+    check_psd_bytes(data, filename, broker.settings.max_upload_bytes)
+    submitted_at = datetime.now(UTC)
+    workflow_id = uuid.uuid4().hex
+    key = await storage.put_input(data, progress)
+    await publish_event(
+        PsdWorkflowSubmitted(
+            workflow_id=workflow_id,
+            filename=filename,
+            input_key=key,
+            size_bytes=len(data),
+            correlation_id=workflow_id,
+        )
+    )
+    await (
+        process_psd.kicker()
+        .with_task_id(workflow_id)
+        .with_labels(correlation_id=workflow_id)
+        .kiq(workflow_id, key, filename, len(data))
+    )
+    return Submission(workflow_id, filename, key, len(data), submitted_at)
+
+
+async def submit_file(path: Path, progress: Progress | None = None) -> Submission:
+    data = read_psd_file(path, broker.settings.max_upload_bytes)
+    return await submit_psd(data, path.name, progress)
+
+
+async def follow_workflow(submission: Submission) -> AsyncIterator[BaseEvent]:
+    """The events of one workflow in order, ending with its outcome event."""
+    since = submission.submitted_at - timedelta(seconds=1)
+    async for event in monitor.follow(broker.js, since):
+        if event.correlation_id != submission.workflow_id:
+            continue
+        yield event
+        if isinstance(event, PsdWorkflowCompleted | PsdWorkflowFailed):
+            return
