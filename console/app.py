@@ -1,12 +1,373 @@
-"""onemanage-console: the live Textual console (being built; see the console issue)."""
+"""onemanage-console: what the system is doing, live, and a keyboard to act on it.
+
+With no server configured it starts the embedded nats-server and one worker,
+and stops both on exit; with a server configured it only connects (add
+--with-worker for a local worker). It replays the recent EVENTS history, then
+follows live, read-only: ordered consumers and figures, never a durable, an
+ack, a delete or a purge. Events fold into console.state; a 10 Hz timer draws.
+"""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import signal
+import subprocess
 import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from textual import work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Static
+
+from console import config as console_config
+from console.pump import Pump
+from console.state import ConsoleState
+from console.widgets.consumers import ConsumerLag
+from console.widgets.detail import DetailScreen
+from console.widgets.failures import Failures
+from console.widgets.help import HelpScreen
+from console.widgets.rows import RowList
+from console.widgets.streams import StreamHealth
+from console.widgets.submit import SubmitScreen
+from console.widgets.task_flow import TaskFlow
+from console.widgets.workers import Workers
+from engine import embedded, monitor
+from engine.broker import broker
+
+logger = logging.getLogger(__name__)
+
+REFRESH_HZ = 10
 
 
-def main() -> int:
-    print("onemanage-console is not built yet; `onemanage status` shows the system meanwhile.")
+@dataclass
+class ConsoleOptions:
+    since: timedelta = timedelta(hours=1)
+    with_worker: bool = False
+    config_path: Path | None = None
+    keys: dict[str, str] = field(default_factory=dict)
+
+
+class ConsoleApp(App[None]):
+    """The console. ``connect=False`` shows a given state only (snapshot tests)."""
+
+    CSS_PATH = "console.tcss"
+    TITLE = "OneManage"
+    BINDINGS = [
+        Binding("q", "quit", "Quit", id="quit"),
+        Binding("question_mark", "help", "Help", id="help"),
+        Binding("slash", "filter", "Filter", id="filter"),
+        Binding("space", "pause", "Pause", id="pause"),
+        Binding("s", "submit", "Submit", id="submit"),
+        Binding("d", "demo", "Demo PSD", id="demo"),
+        Binding("escape", "back", "Back", id="back", show=False),
+    ]
+
+    def __init__(
+        self,
+        options: ConsoleOptions | None = None,
+        state: ConsoleState | None = None,
+        connect: bool = True,
+    ) -> None:
+        super().__init__()
+        self.options = options or ConsoleOptions()
+        self.state = state or ConsoleState()
+        self.connect = connect
+        self.pump: Pump | None = None
+        self.owns_connection = False  # false when the process's broker was already started
+        self.worker_process: subprocess.Popen[bytes] | None = None
+        self.backend = "not connected" if connect else "offline view"
+        self.config_problems: list[str] = []
+
+    # -- layout -------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="status")
+        yield Static(id="alerts")
+        with Horizontal(id="main"):
+            with Vertical(id="left"):
+                yield TaskFlow(self.state)
+                yield Failures(self.state)
+            with VerticalScroll(id="right"):
+                yield StreamHealth(self.state)
+                yield ConsumerLag(self.state)
+                yield Workers(self.state)
+        yield Input(
+            placeholder="filter: words, state:failed, task:NAME, worker:ID, -word", id="filter"
+        )
+        yield Footer()
+
+    def on_mount(self) -> None:
+        known = {b.id for b in self.all_bindings() if b.id}
+        loaded = console_config.load(self.options.config_path, known)
+        self.config_problems = loaded.problems
+        self.set_keymap({**loaded.keys, **self.options.keys})
+        for problem in self.config_problems:
+            self.notify(problem, title="config", severity="warning", timeout=10)
+        self.query_one("#task-rows").focus()
+        self.refresh_views()
+        self.set_interval(1 / REFRESH_HZ, self.refresh_views)
+        if self.connect:
+            self.start_backend()
+
+    def all_bindings(self) -> list[Binding]:
+        """Every binding of the app and its screens, for the help screen and the keymap."""
+        from console.widgets import detail, submit
+
+        found: list[Binding] = [b for b in self.BINDINGS if isinstance(b, Binding)]
+        for owner in (RowList, HelpScreen, submit.SubmitScreen, detail.DetailScreen):
+            found += [b for b in owner.BINDINGS if isinstance(b, Binding)]
+        return found
+
+    @property
+    def main(self) -> Screen[None]:
+        """The screen with the panels, under any detail, help or submit screen."""
+        return self.screen_stack[0]
+
+    def refresh_views(self) -> None:
+        """The 10 Hz timer: the model is read here, never pushed per event."""
+        main = self.main  # also while a detail or help screen is on top
+        for view in (TaskFlow, Failures, StreamHealth, ConsumerLag, Workers):
+            for widget in main.query(view):
+                widget.update_view()
+        main.query_one("#status", Static).update(self.status_line())
+        alerts = self.state.alerts()
+        banner = main.query_one("#alerts", Static)
+        banner.set_class(bool(alerts), "active")
+        banner.update(
+            "\n".join(
+                f"[{'bold white on red' if a.severity == 'error' else 'bold black on yellow'}]"
+                f" {'✖' if a.severity == 'error' else '⚠'} {a.message} [/]"
+                for a in alerts[:3]
+            )
+        )
+
+    def status_line(self) -> str:
+        s = self.state
+        progress = "[green]live[/]" if s.caught_up else "[yellow]replaying history[/]"
+        parts = [
+            f"[b]OneManage[/b] {self.backend}",
+            f"events {s.events:,} ({progress})",
+            f"tasks ok {s.outcomes['succeeded']:,} failed {s.outcomes['failed']:,}",
+            f"workflows done {s.outcomes['completed']:,}",
+        ]
+        if s.unreadable:
+            parts.append(f"[yellow]unreadable {sum(s.unreadable.values()):,}[/]")
+        flow = self.main.query_one(TaskFlow)
+        if flow.paused:
+            parts.append("[b black on yellow] PAUSED [/]")
+        return "  │  ".join(parts)
+
+    # -- backend ------------------------------------------------------------------
+
+    @work(exclusive=True, group="backend")
+    async def start_backend(self) -> None:
+        """Server (embedded or configured), a worker if wanted, then the pump."""
+        settings = broker.settings
+        try:
+            if settings.embedded:
+                server = await asyncio.to_thread(embedded.ensure, settings.data_dir)
+                broker.embedded_server = server
+                self.backend = (
+                    f"embedded server {server.url} ({'started' if server.owned else 'reused'})"
+                )
+                self._start_worker(server.url)
+            else:
+                self.backend = ", ".join(settings.nats_url)
+                if self.options.with_worker:
+                    self._start_worker(None)
+            if not broker.is_connected:
+                await broker.startup()
+                self.owns_connection = True
+        except Exception as exc:
+            self.backend = f"[b red]cannot connect: {type(exc).__name__}: {exc}[/]"
+            logger.exception("console cannot start")
+            return
+        self.state.connection.url = broker.servers()[0].removeprefix("nats://")
+        self.pump = Pump(self.state, broker, self.options.since)
+        self.pump.start()
+
+    def _start_worker(self, url: str | None) -> None:
+        env = dict(os.environ)
+        if url:
+            env["ONEMANAGE_NATS_URL"] = url
+        log_path = broker.settings.data_dir / "console-worker.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log:
+            self.worker_process = subprocess.Popen(
+                [sys.executable, "-m", "engine.cli", "worker", "-p", "1"],
+                env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )  # fmt: skip
+        self.backend += f" + worker pid {self.worker_process.pid}"
+
+    async def stop_backend(self) -> None:
+        """Worker first (it drains), then our connection; the server last, if unused."""
+        if self.pump is not None:
+            pump, self.pump = self.pump, None
+            await pump.stop()
+        process, self.worker_process = self.worker_process, None
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.to_thread(process.wait, 15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        if self.owns_connection:
+            self.owns_connection = False
+            with contextlib.suppress(Exception):
+                await broker.shutdown()
+
+    async def on_unmount(self) -> None:
+        await self.stop_backend()
+
+    async def action_quit(self) -> None:
+        self.backend = "stopping..."
+        await self.stop_backend()
+        self.exit()
+
+    # -- actions ------------------------------------------------------------------
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(self.all_bindings(), dict(self._keymap)))
+
+    def action_filter(self) -> None:
+        while len(self.screen_stack) > 1:  # the filter belongs to the task flow
+            self.pop_screen()
+        field_ = self.main.query_one("#filter", Input)
+        field_.value = self.main.query_one(TaskFlow).row_filter.text
+        field_.add_class("active")
+        field_.focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "filter":
+            self.main.query_one(TaskFlow).set_filter(event.value)
+            event.input.remove_class("active")
+            self.main.query_one("#task-rows").focus()
+
+    def action_back(self) -> None:
+        field_ = self.main.query_one("#filter", Input)
+        if field_.has_class("active"):
+            field_.remove_class("active")
+            self.main.query_one("#task-rows").focus()
+        elif len(self.screen_stack) > 1:
+            self.pop_screen()
+
+    def action_pause(self) -> None:
+        paused = self.main.query_one(TaskFlow).toggle_pause()
+        self.notify("paused: counting goes on, the list waits" if paused else "resumed", timeout=2)
+
+    def on_row_list_chosen(self, event: RowList.Chosen) -> None:
+        self.open_details(event.key)
+
+    def open_details(self, key: str) -> None:
+        self.push_screen(DetailScreen(self.state, key, monitor.artefact if self.connect else None))
+
+    def action_submit(self) -> None:
+        if not self._can_submit():
+            return
+
+        def submitted(workflow_id: str | None) -> None:
+            if workflow_id:
+                self.notify(f"workflow {workflow_id[:8]} started", timeout=4)
+                self.open_details(workflow_id)
+
+        self.push_screen(SubmitScreen(Path.cwd(), broker.settings.max_upload_bytes), submitted)
+
+    def _can_submit(self) -> bool:
+        if self.connect and broker.is_connected:
+            return True
+        self.notify("not connected to a server", severity="error")
+        return False
+
+    @work(exclusive=True, group="demo")
+    async def action_demo(self) -> None:
+        """Submit a generated layered PSD, so a new user sees a whole workflow."""
+        if not self._can_submit():
+            return
+        from engine.services.samples import make_demo_psd
+        from engine.submit import submit_psd
+
+        data = await asyncio.to_thread(make_demo_psd)
+        try:
+            submission = await submit_psd(data, "demo.psd")
+        except Exception as exc:
+            self.notify(f"demo not submitted: {exc}", severity="error")
+            return
+        self.notify(f"demo workflow {submission.workflow_id[:8]} started", timeout=4)
+        self.open_details(submission.workflow_id)
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand(
+            "Submit a PSD", "Pick a .psd/.psb file and start its workflow", self.action_submit
+        )
+        yield SystemCommand(
+            "Submit the demo PSD", "Generate a layered PSD and process it", self.action_demo
+        )
+        yield SystemCommand(
+            "Filter tasks", "Filter the task flow (state:failed, task:NAME...)", self.action_filter
+        )
+        yield SystemCommand(
+            "Pause / resume", "Freeze the task flow; counting goes on", self.action_pause
+        )
+        yield SystemCommand("Help: keys", "Every binding, its id and its keys", self.action_help)
+        rows = self.main.query(RowList)
+        current = next((r.current for r in rows if r.has_focus and r.current), None)
+        if current is not None:
+            yield SystemCommand(
+                "Open details",
+                f"The whole story of {current.name}",
+                lambda: self.open_details(current.key),
+            )
+
+
+_SINCE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
+
+
+def parse_since(text: str) -> timedelta:
+    """'90s', '30m', '1h', '2d' -> a timedelta."""
+    match = _SINCE.match(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{text!r}: use a number and s, m, h or d (e.g. 1h)")
+    value, unit = float(match.group(1)), match.group(2)
+    return timedelta(seconds=value * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="onemanage-console", description=__doc__.splitlines()[0])
+    parser.add_argument("--since", type=parse_since, default=timedelta(hours=1),
+                        help="how much EVENTS history to replay at start (default 1h)")  # fmt: skip
+    parser.add_argument("--with-worker", action="store_true",
+                        help="also start a local worker when a server is configured")  # fmt: skip
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help=f"key remapping file (default {console_config.default_path()})",
+    )
+    args = parser.parse_args(argv)
+    data_dir = broker.settings.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(  # never stderr: it would draw over the screen
+        filename=data_dir / "console.log",
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    options = ConsoleOptions(
+        since=args.since, with_worker=args.with_worker, config_path=args.config
+    )
+    ConsoleApp(options).run()
     return 0
 
 

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.api import ConsumerConfig, ConsumerInfo, DeliverPolicy
 from nats.js.errors import APIError, NotFoundError
 
 from engine.events.schemas import BaseEvent, WorkerHeartbeat, parse_event
@@ -45,8 +45,11 @@ class ConsumerFigures:
     ack_pending: int
     redelivered: int
     waiting: int
-    ack_floor: int
-    delivered: int
+    ack_floor: int  # stream sequence below which everything is acknowledged
+    delivered: int  # last stream sequence delivered
+    deliveries: int  # deliveries so far (consumer sequence)
+    acked: int  # acknowledged deliveries so far (ack floor's consumer sequence)
+    last_active: datetime | None
     stream_messages: int
 
     @property
@@ -111,10 +114,22 @@ async def consumer_figures(js: JetStreamContext) -> list[ConsumerFigures]:
                     waiting=consumer.num_waiting or 0,
                     ack_floor=consumer.ack_floor.stream_seq if consumer.ack_floor else 0,
                     delivered=consumer.delivered.stream_seq if consumer.delivered else 0,
+                    deliveries=consumer.delivered.consumer_seq if consumer.delivered else 0,
+                    acked=consumer.ack_floor.consumer_seq if consumer.ack_floor else 0,
+                    last_active=_last_active(consumer),
                     stream_messages=info.state.messages,
                 )
             )
     return figures
+
+
+def _last_active(consumer: ConsumerInfo) -> datetime | None:
+    times = [
+        seq.last_active
+        for seq in (consumer.delivered, consumer.ack_floor)
+        if seq is not None and seq.last_active is not None
+    ]
+    return max(times) if times else None
 
 
 async def read_history(
@@ -193,3 +208,48 @@ async def follow(
     finally:
         with contextlib.suppress(Exception):
             await subscription.unsubscribe()
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """One stored event as a reader sees it: where it is and how far behind the reader is."""
+
+    seq: int
+    pending: int
+    data: bytes
+
+
+async def tail(
+    js: JetStreamContext, start: datetime | int, subject: str = EVENTS_SUBJECTS
+) -> AsyncIterator[Delivered]:
+    """Raw EVENTS from a time or a stream sequence on, history then live.
+
+    For readers that parse themselves. ``pending`` reaching 0 means the history
+    is replayed and what follows is live; resume after an error from the last
+    sequence seen + 1.
+    """
+    if isinstance(start, int):
+        config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start)
+    else:
+        config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=start)
+    subscription = await js.subscribe(subject, stream=EVENTS, ordered_consumer=True, config=config)
+    try:
+        while True:
+            msg = await subscription.next_msg(timeout=None)
+            metadata = msg.metadata
+            yield Delivered(metadata.sequence.stream, metadata.num_pending, msg.data)
+    finally:
+        with contextlib.suppress(Exception):
+            await subscription.unsubscribe()
+
+
+async def round_trip_ms(nc: Client) -> float:
+    """The server's round-trip time now, in milliseconds."""
+    return await nc.rtt(timeout=2) * 1000
+
+
+async def artefact(key: str) -> bytes:
+    """A workflow artefact (preview, layers.json...): read-only access for the console."""
+    from engine.storage import storage
+
+    return await storage.get_artefact(key)

@@ -1,0 +1,92 @@
+"""Ingest: EVENTS into the state as they arrive, and the system's figures once a second.
+
+Nothing here touches the screen. The app's timer reads the state; the pump
+only folds, and yields to the event loop every few hundred events so key
+presses are answered while a backlog of history pours in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+
+from console.state import ConsoleState
+from engine import monitor
+from engine.broker import OneManageBroker
+from engine.events.schemas import parse_event
+from engine.streams import EVENTS, TASKS
+
+logger = logging.getLogger(__name__)
+
+YIELD_EVERY = 200
+
+
+class Pump:
+    """Feeds one ConsoleState from one broker connection (read-only)."""
+
+    def __init__(self, state: ConsoleState, broker: OneManageBroker, since: timedelta) -> None:
+        self.state = state
+        self.broker = broker
+        self.since = since
+        self.ingested = 0
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self.ingest(), name="console-ingest"),
+            asyncio.create_task(self.poll(), name="console-poll"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def ingest(self) -> None:
+        """History from ``since`` ago, then live; resumes after the last sequence on errors."""
+        start: datetime | int = datetime.now(UTC) - self.since
+        while True:
+            try:
+                async for delivered in monitor.tail(self.broker.js, start):
+                    self.state.fold(parse_event(delivered.data), delivered.seq)
+                    start = delivered.seq + 1
+                    if delivered.pending == 0:
+                        self.state.caught_up = True
+                    self.ingested += 1
+                    if self.ingested % YIELD_EVERY == 0:
+                        await asyncio.sleep(0)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the server went away: report, retry
+                logger.warning("event tail interrupted: %s: %s", type(exc).__name__, exc)
+                self.state.connection.error = f"{type(exc).__name__}: {exc}"
+                await asyncio.sleep(1)
+
+    async def poll(self, interval: float = 1.0) -> None:
+        """Connection, round trip, consumers, then streams (their rate out needs consumers)."""
+        connection = self.state.connection
+        while True:
+            try:
+                nc = self.broker.nc
+                url = nc.connected_url
+                connection.url = url.netloc if url else connection.url
+                connection.rtt_ms = await monitor.round_trip_ms(nc)
+                if not connection.connected:
+                    connection.connected, connection.since = True, datetime.now(UTC)
+                connection.error = None
+                self.state.consumers_polled(await monitor.consumer_figures(self.broker.js))
+                for name in (TASKS, EVENTS):
+                    figures = await monitor.stream_figures(nc, name)
+                    if figures is not None:
+                        self.state.stream_polled(figures)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if connection.connected:
+                    connection.disconnects += 1
+                    connection.since = datetime.now(UTC)
+                connection.connected = False
+                connection.error = f"{type(exc).__name__}: {exc}"
+            self.state.version += 1
+            await asyncio.sleep(interval)

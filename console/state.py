@@ -1,0 +1,475 @@
+"""The console's model: every event folded into bounded views and exact counters.
+
+No Textual here. The pump folds events in as fast as they arrive; the screen
+reads this model on a timer. Counters are exact however many events pass;
+only what is kept for display is bounded (rows, failures, traces), and when
+rows must go, successes go first: a failure is never evicted before a success.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+from engine.events.schemas import (
+    BaseEvent,
+    PsdStepCompleted,
+    PsdWorkflowCompleted,
+    PsdWorkflowFailed,
+    PsdWorkflowSubmitted,
+    TaskDeadLettered,
+    TaskEvent,
+    TaskFailed,
+    TaskQueued,
+    TaskStarted,
+    TaskSucceeded,
+    UnparsedEvent,
+    WorkerHeartbeat,
+)
+from engine.monitor import ConsumerFigures, StreamFigures
+
+Clock = Callable[[], datetime]
+RowKind = Literal["task", "workflow"]
+
+# A state only moves forward: events of one task can arrive out of order.
+_RANK = {
+    "queued": 0,
+    "submitted": 0,
+    "running": 1,
+    "retrying": 2,
+    "succeeded": 3,
+    "completed": 3,
+    "failed": 3,
+    "dead_lettered": 4,
+}
+FAILED_STATES = frozenset({"failed", "dead_lettered"})
+DONE_STATES = frozenset({"succeeded", "completed"}) | FAILED_STATES
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class Row:
+    """One task or workflow as the task flow shows it."""
+
+    key: str
+    kind: RowKind
+    name: str
+    state: str
+    created: datetime
+    updated: datetime
+    correlation_id: str
+    worker: str | None = None
+    attempt: int = 1
+    duration_ms: float | None = None
+    step: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    steps: list[tuple[str, float]] = field(default_factory=list)
+    manifest: dict[str, object] | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.state in FAILED_STATES
+
+    @property
+    def done(self) -> bool:
+        return self.state in DONE_STATES
+
+
+@dataclass(slots=True)
+class WorkerView:
+    beat: WorkerHeartbeat
+    last_seen: datetime
+
+    def lost(self, now: datetime, missed_beats: int = 3) -> bool:
+        return (now - self.last_seen).total_seconds() > self.beat.interval_s * missed_beats
+
+
+@dataclass(slots=True)
+class ConsumerView:
+    """Latest figures of a durable plus what the previous poll lets us derive."""
+
+    figures: ConsumerFigures
+    seen_at: datetime
+    ack_rate: float = 0.0  # acknowledgements per second since the previous poll
+    delivery_rate: float = 0.0
+
+    @property
+    def drain_seconds(self) -> float | None:
+        """At the current ack rate, when the backlog is gone (inf: not draining)."""
+        backlog = self.figures.pending + self.figures.ack_pending
+        if backlog == 0:
+            return 0.0
+        return backlog / self.ack_rate if self.ack_rate > 0 else math.inf
+
+
+@dataclass(slots=True)
+class StreamView:
+    figures: StreamFigures
+    seen_at: datetime
+    delivered: int  # deliveries to all its consumers so far (for the rate out)
+    rate_in: deque[float] = field(default_factory=lambda: deque(maxlen=300))
+    rate_out: deque[float] = field(default_factory=lambda: deque(maxlen=300))
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    severity: Literal["warning", "error"]
+    message: str
+
+
+@dataclass(slots=True)
+class Connection:
+    url: str = ""
+    connected: bool = False
+    rtt_ms: float | None = None
+    since: datetime | None = None
+    disconnects: int = 0
+    error: str | None = None
+
+
+class RowFilter:
+    """`/` filter: words AND-ed; ``state:``, ``task:``, ``worker:`` fields; ``-`` negates."""
+
+    FIELDS = ("state", "task", "worker")
+
+    def __init__(self, text: str = "") -> None:
+        self.text = text.strip()
+        self.terms: list[tuple[bool, str | None, str]] = []
+        for word in self.text.split():
+            negate = word.startswith("-") and len(word) > 1
+            word = word[1:] if negate else word
+            name, _, value = word.partition(":")
+            if value and name in self.FIELDS:
+                self.terms.append((negate, name, value.lower()))
+            else:
+                self.terms.append((negate, None, word.lower()))
+
+    def __bool__(self) -> bool:
+        return bool(self.terms)
+
+    def matches(self, row: Row) -> bool:
+        for negate, name, value in self.terms:
+            if name == "state":
+                hit = row.state.startswith(value) or (value == "failed" and row.failed)
+            elif name == "task":
+                hit = value in row.name.lower()
+            elif name == "worker":
+                hit = value in (row.worker or "").lower()
+            else:
+                hit = any(
+                    value in text.lower()
+                    for text in (row.name, row.key, row.correlation_id, row.state,
+                                 row.worker or "", row.error_message or "", row.step or "")
+                )  # fmt: skip
+            if hit == negate:
+                return False
+        return True
+
+
+def percentile(values: Iterable[float], q: float) -> float | None:
+    """The q-th percentile (0..100) by nearest rank; None without values."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+class ConsoleState:
+    """Everything the console shows, folded from events and figures."""
+
+    def __init__(
+        self,
+        max_rows: int = 2000,
+        max_failures: int = 1000,
+        trace_budget: int = 20_000,
+        durations_kept: int = 1000,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.max_rows = max_rows
+        self.max_failures = max_failures
+        self.trace_budget = trace_budget
+        self.clock = clock
+        self.rows: OrderedDict[str, Row] = OrderedDict()
+        self.failures: OrderedDict[str, Row] = OrderedDict()
+        self.traces: OrderedDict[str, list[BaseEvent]] = OrderedDict()
+        self._trace_events = 0
+        self.durations: dict[str, deque[float]] = {}
+        self._durations_kept = durations_kept
+        self.workers: dict[str, WorkerView] = {}
+        self.streams: dict[str, StreamView] = {}
+        self.consumers: dict[str, ConsumerView] = {}
+        self.connection = Connection()
+        # Exact counters.
+        self.events = 0
+        self.by_type: Counter[str] = Counter()
+        self.unreadable: Counter[str] = Counter()
+        self.last_unreadable: deque[UnparsedEvent] = deque(maxlen=20)
+        self.outcomes: Counter[str] = Counter()  # terminal states of tasks and workflows
+        self.evicted_rows = 0
+        self.last_seq = 0
+        self.caught_up = False
+        self.version = 0  # bumped on every change, so views redraw only when needed
+
+    # -- events -------------------------------------------------------------------
+
+    def fold(self, event: BaseEvent | UnparsedEvent, seq: int = 0) -> None:
+        """Take one event (or an unreadable payload) into the model."""
+        self.events += 1
+        self.version += 1
+        if seq:
+            self.last_seq = max(self.last_seq, seq)
+        if isinstance(event, UnparsedEvent):
+            self.unreadable[event.reason] += 1
+            self.last_unreadable.append(event)
+            return
+        self.by_type[event.event_type] += 1
+        if isinstance(event, WorkerHeartbeat):
+            self.workers[event.worker_id] = WorkerView(event, event.timestamp)
+            return
+        self._trace(event)
+        if isinstance(event, TaskEvent):
+            self._task(event)
+        elif isinstance(event, PsdWorkflowSubmitted | PsdStepCompleted):
+            self._workflow_progress(event)
+        elif isinstance(event, PsdWorkflowCompleted | PsdWorkflowFailed):
+            self._workflow_outcome(event)
+
+    def _trace(self, event: BaseEvent) -> None:
+        correlation = event.correlation_id or getattr(event, "task_id", None)
+        if correlation is None:
+            return
+        trace = self.traces.get(correlation)
+        if trace is None:
+            trace = self.traces[correlation] = []
+        else:
+            self.traces.move_to_end(correlation)
+        trace.append(event)
+        self._trace_events += 1
+        while self._trace_events > self.trace_budget and len(self.traces) > 1:
+            _, dropped = self.traces.popitem(last=False)
+            self._trace_events -= len(dropped)
+
+    def _row(self, key: str, kind: RowKind, name: str, event: BaseEvent, state: str) -> Row:
+        row = self.rows.get(key)
+        if row is None:
+            row = Row(
+                key=key,
+                kind=kind,
+                name=name,
+                state=state,
+                created=event.timestamp,
+                updated=event.timestamp,
+                correlation_id=event.correlation_id or key,
+            )
+            self.rows[key] = row
+            self._evict()
+        return row
+
+    def _advance(self, row: Row, state: str, event: BaseEvent) -> bool:
+        """Move ``row`` to ``state`` unless it is already further; True if it moved."""
+        row.updated = max(row.updated, event.timestamp)
+        if _RANK[state] < _RANK[row.state]:
+            return False
+        was_done = row.done
+        row.state = state
+        if row.done and not was_done:
+            self.outcomes[state] += 1
+        if row.failed:
+            self.failures[row.key] = row
+            self.failures.move_to_end(row.key)
+            while len(self.failures) > self.max_failures:
+                self.failures.popitem(last=False)
+        return True
+
+    def _task(self, event: TaskEvent) -> None:
+        workflow = self.rows.get(event.task_id)
+        if workflow is not None and workflow.kind == "workflow":
+            # The orchestrator's own task: its worker and start belong to the workflow row.
+            if isinstance(event, TaskStarted):
+                workflow.worker = event.worker_id
+                self._advance(workflow, "running", event)
+            return
+        row = self._row(event.task_id, "task", event.task_name, event, "queued")
+        if isinstance(event, TaskQueued):
+            self._advance(row, "queued", event)
+        elif isinstance(event, TaskStarted):
+            if self._advance(row, "running", event):
+                row.worker, row.attempt = event.worker_id, event.attempt
+        elif isinstance(event, TaskSucceeded):
+            if self._advance(row, "succeeded", event):
+                row.worker, row.attempt = event.worker_id, event.attempt
+                row.duration_ms = event.duration_ms
+            kept = self.durations.get(event.task_name)
+            if kept is None:
+                kept = self.durations[event.task_name] = deque(maxlen=self._durations_kept)
+            kept.append(event.duration_ms)
+        elif isinstance(event, TaskFailed):
+            row.error_type, row.error_message = event.error_type, event.error_message
+            row.worker, row.attempt, row.duration_ms = (
+                event.worker_id,
+                event.attempt,
+                event.duration_ms,
+            )
+            self._advance(row, "retrying" if event.will_retry else "failed", event)
+        elif isinstance(event, TaskDeadLettered):
+            row.error_type = "dead letter"
+            row.error_message = f"gave up after {event.deliveries} deliveries"
+            self._advance(row, "dead_lettered", event)
+
+    def _workflow_progress(self, event: PsdWorkflowSubmitted | PsdStepCompleted) -> None:
+        row = self._row(event.workflow_id, "workflow", f"psd {event.filename}", event, "submitted")
+        if isinstance(event, PsdStepCompleted):
+            row.steps.append((event.step, event.duration_ms))
+            row.step = event.step
+            self._advance(row, "running", event)
+
+    def _workflow_outcome(self, event: PsdWorkflowCompleted | PsdWorkflowFailed) -> None:
+        row = self._row(event.workflow_id, "workflow", f"psd {event.filename}", event, "submitted")
+        row.duration_ms = event.duration_ms
+        if isinstance(event, PsdWorkflowCompleted):
+            row.manifest = event.manifest
+            row.step = None
+            self._advance(row, "completed", event)
+        else:
+            row.step = event.step
+            row.error_type, row.error_message = event.error_code, event.error_message
+            self._advance(row, "failed", event)
+
+    def _evict(self) -> None:
+        """Keep at most max_rows rows: oldest successes first, then oldest failures, then any.
+
+        Runs once per tenth of max_rows new rows, so folding stays O(1) amortised.
+        """
+        if len(self.rows) <= self.max_rows + max(1, self.max_rows // 10):
+            return
+        passes: tuple[Callable[[Row], bool], ...] = (
+            lambda row: row.state in ("succeeded", "completed"),
+            lambda row: row.failed,
+            lambda row: True,
+        )
+        for evictable in passes:
+            for key in [key for key, row in self.rows.items() if evictable(row)]:
+                if len(self.rows) <= self.max_rows:
+                    return
+                del self.rows[key]
+                self.evicted_rows += 1
+
+    # -- figures ------------------------------------------------------------------
+
+    def stream_polled(self, figures: StreamFigures) -> None:
+        """A stream's figures: rate in from its last sequence, rate out from its consumers."""
+        now = self.clock()
+        delivered = sum(
+            c.figures.deliveries
+            for c in self.consumers.values()
+            if c.figures.stream == figures.name
+        )
+        view = self.streams.get(figures.name)
+        if view is None:
+            self.streams[figures.name] = StreamView(figures, now, delivered)
+        else:
+            seconds = max((now - view.seen_at).total_seconds(), 1e-3)
+            view.rate_in.append(max(figures.last_seq - view.figures.last_seq, 0) / seconds)
+            view.rate_out.append(max(delivered - view.delivered, 0) / seconds)
+            view.figures, view.seen_at, view.delivered = figures, now, delivered
+        self.version += 1
+
+    def consumers_polled(self, figures: list[ConsumerFigures]) -> None:
+        """The durables' figures; poll them before the streams (rates out come from here)."""
+        now = self.clock()
+        fresh: dict[str, ConsumerView] = {}
+        for f in figures:
+            key = f"{f.stream}/{f.name}"
+            old = self.consumers.get(key)
+            view = ConsumerView(f, now)
+            if old is not None:
+                seconds = max((now - old.seen_at).total_seconds(), 1e-3)
+                view.ack_rate = max(f.acked - old.figures.acked, 0) / seconds
+                view.delivery_rate = max(f.deliveries - old.figures.deliveries, 0) / seconds
+            fresh[key] = view
+        self.consumers = fresh
+        self.version += 1
+
+    # -- reading ------------------------------------------------------------------
+
+    def visible_rows(self, row_filter: RowFilter | None = None, limit: int = 1000) -> list[Row]:
+        """Newest first, filtered, at most ``limit``."""
+        shown: list[Row] = []
+        for row in reversed(self.rows.values()):
+            if row_filter is None or row_filter.matches(row):
+                shown.append(row)
+                if len(shown) >= limit:
+                    break
+        return shown
+
+    def failure_rows(self) -> list[Row]:
+        return list(reversed(self.failures.values()))
+
+    def trace(self, correlation_id: str) -> list[BaseEvent]:
+        return sorted(self.traces.get(correlation_id, []), key=lambda e: e.timestamp)
+
+    def task_percentiles(self) -> list[tuple[str, int, float | None, float | None]]:
+        """Per task type: kept durations, p50 and p95 (ms)."""
+        return [
+            (name, len(kept), percentile(kept, 50), percentile(kept, 95))
+            for name, kept in sorted(self.durations.items())
+        ]
+
+    def alerts(self) -> list[Alert]:
+        """What needs a person's eyes now, worst first."""
+        now = self.clock()
+        alerts: list[Alert] = []
+        if not self.connection.connected:
+            alerts.append(
+                Alert("error", f"server {self.connection.url or '?'} unreachable; reconnecting")
+            )
+        if self.outcomes["dead_lettered"]:
+            alerts.append(Alert("error", f"{self.outcomes['dead_lettered']} dead-lettered task(s)"))
+        lost = [w for w in self.workers.values() if w.beat.state == "running" and w.lost(now)]
+        if lost:
+            alerts.append(
+                Alert(
+                    "warning",
+                    f"{len(lost)} worker(s) lost: {', '.join(w.beat.worker_id for w in lost)}",
+                )
+            )
+        live = [w for w in self.workers.values() if w.beat.state == "running" and not w.lost(now)]
+        backlog = sum(
+            c.figures.pending for c in self.consumers.values() if c.figures.stream == "TASKS"
+        )
+        if backlog and not live:
+            alerts.append(Alert("error", f"{backlog} task(s) waiting and no live worker"))
+        for key, view in self.consumers.items():
+            if view.figures.impossible:
+                f = view.figures
+                alerts.append(
+                    Alert(
+                        "warning",
+                        f"{key}: impossible figures (pending {f.pending} > {f.stream_messages} "
+                        "stored): server bug? (nats-server#4539)",
+                    )
+                )
+            elif (drain := view.drain_seconds or 0.0) > 300:
+                eta = "never at this rate" if math.isinf(drain) else f"{drain / 60:.0f} min"
+                alerts.append(
+                    Alert("warning", f"{key}: backlog {view.figures.pending}, drains {eta}")
+                )
+        done = self.outcomes["succeeded"] + self.outcomes["completed"]
+        failed = self.outcomes["failed"]
+        if failed and failed / max(done + failed, 1) > 0.2:
+            alerts.append(Alert("warning", f"{failed} of {done + failed} finished tasks failed"))
+        if self.unreadable:
+            reasons = ", ".join(f"{n} {r}" for r, n in self.unreadable.most_common())
+            alerts.append(
+                Alert("warning", f"{sum(self.unreadable.values())} unreadable event(s): {reasons}")
+            )
+        return alerts

@@ -1,0 +1,52 @@
+"""Stream health: TASKS and EVENTS figures, rates in and out, the server link."""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+from textual.widgets import Static
+
+from console.format import age, size, sparkline
+from console.state import ConsoleState
+
+SPARK_WIDTH = 12
+
+
+class StreamHealth(Static):
+    DEFAULT_CSS = "StreamHealth { border: round $primary; height: auto; }"
+
+    def __init__(self, state: ConsoleState) -> None:
+        super().__init__(id="stream-health")
+        self.state = state
+        self.border_title = "Stream health"
+
+    def update_view(self) -> None:
+        now = self.state.clock()
+        link = self.state.connection
+        if link.connected:
+            rtt = f"{link.rtt_ms:.1f} ms" if link.rtt_ms is not None else "?"
+            server = Text.assemble(("● ", "green"), f"{link.url}  connected, round trip {rtt}")
+        else:
+            server = Text.assemble(
+                ("● ", "red"), f"{link.url or 'server'}  DISCONNECTED {age(link.since, now)}",
+                f"  ({link.error})" if link.error else "",
+            )  # fmt: skip
+        table = Table(box=None, expand=True, padding=(0, 1), header_style="bold dim")
+        for title in ("stream", "msgs", "bytes", "seq", "first", "last", "cons", "in/s", "out/s"):
+            justify = "left" if title in ("stream", "seq") else "right"
+            table.add_column(title, justify=justify, no_wrap=True)
+        for name, view in sorted(self.state.streams.items()):
+            f = view.figures
+            rates = [
+                Text.assemble((sparkline(list(values), SPARK_WIDTH), colour),
+                              f" {values[-1] if values else 0:,.0f}")
+                for values, colour in ((view.rate_in, "cyan"), (view.rate_out, "magenta"))
+            ]  # fmt: skip
+            table.add_row(
+                name, f"{f.messages:,}", size(f.bytes), f"{f.first_seq}..{f.last_seq}",
+                age(f.first_ts, now), age(f.last_ts, now), str(f.consumers), *rates,
+            )  # fmt: skip
+        if not self.state.streams:
+            table.add_row("(no figures yet)")
+        self.update(Group(server, table))

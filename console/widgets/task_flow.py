@@ -1,0 +1,94 @@
+"""Task flow: every task and workflow, newest first, with a filter and a pause."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Static
+
+from console.format import STATE_STYLES, duration
+from console.state import ConsoleState, Row, RowFilter
+from console.widgets.rows import Column, RowList
+
+SHOWN = 1000
+
+
+def _name(row: Row) -> str:
+    return f"▶ {row.name}" if row.kind == "workflow" else row.name
+
+
+def _detail(row: Row) -> str:
+    if row.failed:
+        return (
+            f"{row.step + ': ' if row.step else ''}{row.error_type or ''} {row.error_message or ''}"
+        )
+    if row.kind == "workflow" and row.step and not row.done:
+        return f"after {row.step}"
+    return f"attempt {row.attempt}" if row.attempt > 1 else ""
+
+
+class TaskRows(RowList):
+    COLUMNS = (
+        Column("time", 9, lambda r: r.created.astimezone().strftime("%H:%M:%S")),
+        Column("task / workflow", 0, _name, lambda r: "bold" if r.kind == "workflow" else ""),
+        Column(
+            "state",
+            14,
+            lambda r: r.state.replace("_", " "),
+            lambda r: STATE_STYLES.get(r.state, ""),
+        ),
+        Column("worker", 16, lambda r: r.worker or ""),
+        Column("duration", 10, lambda r: duration(r.duration_ms)),
+        Column("correlation", 12, lambda r: r.correlation_id[:10]),
+        Column("", 0, _detail, lambda r: "red" if r.failed else "dim"),
+    )
+
+
+class TaskFlow(Vertical):
+    """The live list; ``paused`` freezes what is shown, never what is counted."""
+
+    DEFAULT_CSS = """
+    TaskFlow { border: round $primary; height: 1fr; }
+    TaskFlow > #task-flow-header { color: $text-muted; text-style: bold; height: 1; }
+    """
+
+    def __init__(self, state: ConsoleState) -> None:
+        super().__init__(id="task-flow")
+        self.state = state
+        self.row_filter = RowFilter()
+        self.paused = False
+        self._shown_version = -1
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="task-flow-header")
+        yield TaskRows(id="task-rows")
+
+    @property
+    def rows(self) -> TaskRows:
+        return self.query_one(TaskRows)
+
+    def set_filter(self, text: str) -> None:
+        self.row_filter = RowFilter(text)
+        self._shown_version = -1
+        self.update_view()
+
+    def toggle_pause(self) -> bool:
+        self.paused = not self.paused
+        self._shown_version = -1
+        self.update_view()
+        return self.paused
+
+    def update_view(self) -> None:
+        """Called by the app's refresh timer; cheap when nothing changed."""
+        rows = self.rows
+        self.query_one("#task-flow-header", Static).update(rows.header(rows.size.width or 100))
+        title = f"Task flow ({len(self.state.rows):,} kept, {self.state.evicted_rows:,} evicted)"
+        if self.row_filter:
+            title += f"  filter: {self.row_filter.text}"
+        if self.paused:
+            title += "  [PAUSED: space resumes]"
+        self.border_title = title
+        if self.paused or self.state.version == self._shown_version:
+            return
+        self._shown_version = self.state.version
+        rows.set_rows(self.state.visible_rows(self.row_filter or None, SHOWN))

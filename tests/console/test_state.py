@@ -1,0 +1,262 @@
+"""console.state: folding, bounds, eviction order, filters, percentiles, alerts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from console.state import ConsoleState, RowFilter, percentile
+from engine.events.schemas import (
+    PsdStepCompleted,
+    PsdWorkflowCompleted,
+    PsdWorkflowFailed,
+    PsdWorkflowSubmitted,
+    TaskDeadLettered,
+    TaskFailed,
+    TaskQueued,
+    TaskStarted,
+    TaskSucceeded,
+    UnparsedEvent,
+    WorkerHeartbeat,
+)
+from engine.monitor import ConsumerFigures, StreamFigures
+
+T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def run_task(state: ConsoleState, task_id: str, name: str = "psd.parse", ok: bool = True,
+             t: float = 0, worker: str = "w1", ms: float = 10.0) -> None:  # fmt: skip
+    state.fold(TaskQueued(task_id=task_id, task_name=name, timestamp=at(t)))
+    state.fold(
+        TaskStarted(task_id=task_id, task_name=name, worker_id=worker, timestamp=at(t + 0.1))
+    )
+    if ok:
+        state.fold(TaskSucceeded(task_id=task_id, task_name=name, worker_id=worker,
+                                 duration_ms=ms, timestamp=at(t + 0.2)))  # fmt: skip
+    else:
+        state.fold(TaskFailed(task_id=task_id, task_name=name, worker_id=worker, duration_ms=ms,
+                              error_type="ValueError", error_message="boom",
+                              timestamp=at(t + 0.2)))  # fmt: skip
+
+
+def test_a_task_goes_queued_running_succeeded() -> None:
+    state = ConsoleState()
+    state.fold(TaskQueued(task_id="t1", task_name="psd.parse", timestamp=at(0)))
+    assert state.rows["t1"].state == "queued"
+    state.fold(TaskStarted(task_id="t1", task_name="psd.parse", worker_id="w1", timestamp=at(1)))
+    assert (state.rows["t1"].state, state.rows["t1"].worker) == ("running", "w1")
+    state.fold(TaskSucceeded(task_id="t1", task_name="psd.parse", worker_id="w1",
+                             duration_ms=12.5, timestamp=at(2)))  # fmt: skip
+    row = state.rows["t1"]
+    assert (row.state, row.duration_ms, row.updated) == ("succeeded", 12.5, at(2))
+    assert state.outcomes["succeeded"] == 1
+    assert state.events == 3
+    assert state.by_type == {"task.queued": 1, "task.started": 1, "task.succeeded": 1}
+
+
+def test_out_of_order_events_never_move_a_task_back() -> None:
+    state = ConsoleState()
+    state.fold(TaskSucceeded(task_id="t1", task_name="x", worker_id="w", duration_ms=1,
+                             timestamp=at(2)))  # fmt: skip
+    state.fold(TaskStarted(task_id="t1", task_name="x", worker_id="w", timestamp=at(1)))
+    state.fold(TaskQueued(task_id="t1", task_name="x", timestamp=at(0)))
+    assert state.rows["t1"].state == "succeeded"
+    assert state.outcomes["succeeded"] == 1
+
+
+def test_retries_then_dead_letter() -> None:
+    state = ConsoleState()
+    for attempt in (1, 2):
+        state.fold(TaskFailed(task_id="t1", task_name="x", worker_id="w", attempt=attempt,
+                              duration_ms=1, error_type="TransientError", error_message="down",
+                              will_retry=True, timestamp=at(attempt)))  # fmt: skip
+    assert state.rows["t1"].state == "retrying"
+    assert not state.failures
+    state.fold(TaskDeadLettered(task_id="t1", task_name="x", stream="TASKS", consumer="workers",
+                                stream_seq=7, deliveries=3, timestamp=at(5)))  # fmt: skip
+    row = state.rows["t1"]
+    assert row.state == "dead_lettered"
+    assert list(state.failures) == ["t1"]
+    assert state.outcomes["dead_lettered"] == 1
+
+
+def test_a_workflow_folds_steps_outcome_and_its_orchestrator_task() -> None:
+    state = ConsoleState()
+    wid = "wf1"
+    state.fold(PsdWorkflowSubmitted(workflow_id=wid, filename="a.psd", input_key="k", size_bytes=5,
+                                    correlation_id=wid, timestamp=at(0)))  # fmt: skip
+    state.fold(TaskStarted(task_id=wid, task_name="psd.process", worker_id="w9",
+                           correlation_id=wid, timestamp=at(0.5)))  # fmt: skip
+    run_task(state, "s1", "psd.validate", t=1)
+    state.fold(PsdStepCompleted(workflow_id=wid, filename="a.psd", step="validate",
+                                duration_ms=20, correlation_id=wid, timestamp=at(1.3)))  # fmt: skip
+    row = state.rows[wid]
+    assert (row.kind, row.name, row.state, row.worker) == ("workflow", "psd a.psd", "running", "w9")
+    assert row.steps == [("validate", 20)]
+    state.fold(PsdWorkflowCompleted(workflow_id=wid, filename="a.psd", duration_ms=99,
+                                    manifest={"preview": {}}, correlation_id=wid,
+                                    timestamp=at(3)))  # fmt: skip
+    assert (row.state, row.duration_ms, row.manifest) == ("completed", 99, {"preview": {}})
+    assert [e.event_type for e in state.trace(wid)] == [
+        "psd.workflow.submitted", "task.started", "psd.step.completed", "psd.workflow.completed",
+    ]  # fmt: skip
+    assert "psd.process" not in {r.name for r in state.rows.values()}  # merged into the workflow
+
+
+def test_a_failed_workflow_is_a_failure_with_step_and_code() -> None:
+    state = ConsoleState()
+    state.fold(PsdWorkflowFailed(workflow_id="wf", filename="b.psd", step="parse",
+                                 error_code="corrupt", error_message="bad text",
+                                 correlation_id="wf", timestamp=at(1)))  # fmt: skip
+    row = state.failures["wf"]
+    assert (row.state, row.step, row.error_type, row.error_message) == (
+        "failed", "parse", "corrupt", "bad text")  # fmt: skip
+
+
+def test_counters_stay_exact_while_rows_are_bounded() -> None:
+    state = ConsoleState(max_rows=100)
+    for n in range(5000):
+        run_task(state, f"t{n}", t=n)
+    assert state.events == 15_000
+    assert state.outcomes["succeeded"] == 5000
+    assert len(state.rows) <= 100 + 100 // 10
+    assert state.evicted_rows == 5000 - len(state.rows)
+    newest = state.visible_rows(limit=3)
+    assert [r.key for r in newest] == ["t4999", "t4998", "t4997"]
+
+
+def test_successes_are_evicted_before_failures() -> None:
+    state = ConsoleState(max_rows=50)
+    for n in range(30):
+        run_task(state, f"bad{n}", ok=False, t=n)  # the oldest rows are failures
+    for n in range(200):
+        run_task(state, f"ok{n}", t=100 + n)
+    kept = set(state.rows)
+    assert {f"bad{n}" for n in range(30)} <= kept  # every failure is still listed
+    assert len(state.failures) == 30
+
+
+def test_failures_outlive_the_live_list_and_are_bounded_themselves() -> None:
+    state = ConsoleState(max_rows=10, max_failures=20)
+    for n in range(100):
+        run_task(state, f"bad{n}", ok=False, t=n)
+    assert len(state.rows) <= 11
+    assert list(state.failures)[-1] == "bad99"
+    assert len(state.failures) == 20
+    assert state.outcomes["failed"] == 100
+
+
+def test_traces_have_a_budget() -> None:
+    state = ConsoleState(trace_budget=300)
+    for n in range(1000):
+        run_task(state, f"t{n}", t=n)
+    assert sum(len(t) for t in state.traces.values()) <= 300
+    assert len(state.trace("t999")) == 3
+    assert state.trace("t0") == []
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", {"ok1", "bad1", "ok2"}),
+        ("state:failed", {"bad1"}),
+        ("-state:failed", {"ok1", "ok2"}),
+        ("task:export", {"ok2"}),
+        ("worker:w2", {"bad1"}),
+        ("-worker:w2 task:psd", {"ok1", "ok2"}),
+        ("boom", {"bad1"}),
+        ("state:succ", {"ok1", "ok2"}),
+        ("nothing-matches", set()),
+    ],
+)
+def test_filters(text: str, expected: set[str]) -> None:
+    state = ConsoleState()
+    run_task(state, "ok1", "psd.parse", worker="w1")
+    run_task(state, "bad1", "psd.parse", ok=False, worker="w2")
+    run_task(state, "ok2", "psd.export_layers", worker="w1")
+    assert {r.key for r in state.visible_rows(RowFilter(text))} == expected
+
+
+def test_percentiles() -> None:
+    assert percentile([], 50) is None
+    assert percentile([5.0], 95) == 5.0
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 95) == 95.0
+    assert percentile(values, 100) == 100.0
+    state = ConsoleState(durations_kept=10)
+    for n in range(20):
+        run_task(state, f"t{n}", "psd.parse", ms=float(n))
+    ((name, kept, p50, p95),) = state.task_percentiles()
+    assert (name, kept, p50, p95) == ("psd.parse", 10, 14.0, 19.0)  # the last 10 only
+
+
+def test_unreadable_events_are_counted_by_reason() -> None:
+    state = ConsoleState()
+    state.fold(UnparsedEvent("not_json", "x"))
+    state.fold(UnparsedEvent("incompatible_version", "y", "task.queued", "2.0"))
+    state.fold(UnparsedEvent("not_json", "z"))
+    assert state.events == 3
+    assert state.unreadable == {"not_json": 2, "incompatible_version": 1}
+    assert any("3 unreadable" in a.message for a in state.alerts())
+
+
+def test_workers_are_lost_after_missed_heartbeats() -> None:
+    clock = Clock()
+    state = ConsoleState(clock=clock)
+    state.fold(WorkerHeartbeat(worker_id="h:1", host="h", pid=1, started_at=T0, interval_s=5,
+                               timestamp=T0))  # fmt: skip
+    clock.now = at(10)
+    assert not state.workers["h:1"].lost(clock.now)
+    clock.now = at(16)
+    assert state.workers["h:1"].lost(clock.now)
+    assert any("lost" in a.message for a in state.alerts())
+
+
+def _consumer(pending: int, acked: int, stream_messages: int = 1000) -> ConsumerFigures:
+    return ConsumerFigures(
+        stream="TASKS", name="workers", filter_subject="tasks.default.>", pending=pending,
+        ack_pending=0, redelivered=0, waiting=1, ack_floor=acked, delivered=acked,
+        deliveries=acked, acked=acked, last_active=None, stream_messages=stream_messages,
+    )  # fmt: skip
+
+
+def test_drain_estimates_and_impossible_figures() -> None:
+    clock = Clock()
+    state = ConsoleState(clock=clock)
+    state.consumers_polled([_consumer(pending=1000, acked=0)])
+    clock.now = at(10)
+    state.consumers_polled([_consumer(pending=900, acked=100)])
+    view = state.consumers["TASKS/workers"]
+    assert view.ack_rate == 10.0
+    assert view.drain_seconds == 90.0
+    state.consumers_polled([_consumer(pending=5000, acked=100, stream_messages=10)])
+    assert state.consumers["TASKS/workers"].figures.impossible
+    assert any("impossible" in a.message for a in state.alerts())
+
+
+def test_stream_rates_in_and_out() -> None:
+    clock = Clock()
+    state = ConsoleState(clock=clock)
+    figures = StreamFigures("TASKS", 0, 0, 1, 100, None, None, 1)
+    state.consumers_polled([_consumer(pending=0, acked=0)])
+    state.stream_polled(figures)
+    clock.now = at(2)
+    state.consumers_polled([_consumer(pending=0, acked=50)])
+    state.stream_polled(StreamFigures("TASKS", 0, 0, 1, 300, None, None, 1))
+    view = state.streams["TASKS"]
+    assert list(view.rate_in) == [100.0]
+    assert list(view.rate_out) == [25.0]
