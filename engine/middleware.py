@@ -44,6 +44,7 @@ OUTBOX_SIZE = 10_000
 SEND_BATCH = 64
 CORRELATION_LABEL = "correlation_id"
 CAUSATION_LABEL = "causation_id"
+QUEUED_AT_LABEL = "queued_at"
 
 # Counters of the event tasks in this process, reported in heartbeats.
 LISTENER_COUNTERS: dict[str, ListenerCounters] = {}
@@ -111,17 +112,21 @@ class LifecycleMiddleware(TaskiqMiddleware):
         )
         if parent is not None:
             message.labels.setdefault(CAUSATION_LABEL, parent.task_id)
+        # Stamped before the kick, so a fast worker's "started" never precedes "queued".
+        message.labels.setdefault(QUEUED_AT_LABEL, utc_now().isoformat())
         return message
 
     async def post_send(self, message: TaskiqMessage) -> None:
         if _is_event_task(message):
             return
+        queued_at = message.labels.get(QUEUED_AT_LABEL)
         await self._emit(
             TaskQueued(
                 task_id=message.task_id,
                 task_name=message.task_name,
                 correlation_id=message.labels.get(CORRELATION_LABEL),
                 causation_id=message.labels.get(CAUSATION_LABEL),
+                **({"timestamp": queued_at} if queued_at else {}),
             )
         )
 

@@ -79,9 +79,12 @@ def test_a_new_users_session_on_the_embedded_default(tmp_path: Path) -> None:
     finally:
         worker.send_signal(signal.SIGTERM)
         out, _ = worker.communicate(timeout=60)
+        leftover = embedded.find_running(tmp_path)
+        if leftover is not None:  # a failed run must not leave a server behind
+            leftover.stop()
     assert worker.returncode == 0, out
+    assert leftover is None, "the worker left its embedded server running"
     assert "embedded nats-server: stopped" in out  # it started it, nobody else uses it
-    assert embedded.find_running(tmp_path) is None
 
 
 def test_server_status_without_a_server(tmp_path: Path) -> None:

@@ -1,0 +1,192 @@
+"""The console against the real session nats-server and a real worker, driven by keys."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+from textual.pilot import Pilot
+
+from console.app import ConsoleApp, ConsoleOptions
+from console.state import Row
+from console.widgets.detail import DetailScreen
+from console.widgets.failures import FailureRows
+from console.widgets.help import HelpScreen
+from console.widgets.submit import SubmitScreen
+from console.widgets.task_flow import TaskFlow, TaskRows
+from engine.broker import OneManageBroker
+from engine.events.publisher import publish_event
+from engine.events.schemas import TaskFailed, TaskQueued, TaskStarted, TaskSucceeded
+from engine.services.samples import make_demo_psd
+
+SIZE = (160, 45)
+
+
+async def until(pilot: Pilot[None], check: Callable[[], object], timeout: float = 90) -> None:
+    """Let the app run until ``check()`` is true; fail with a clear message otherwise."""
+    for _ in range(int(timeout / 0.1)):
+        if check():
+            return
+        await pilot.pause(0.1)
+    raise AssertionError(f"condition not met within {timeout}s: {check}")
+
+
+async def publish_history(correlation: str, tasks: int) -> list[str]:
+    """Real events on EVENTS for ``tasks`` tasks, half succeeded, half failed."""
+    ids = []
+    for n in range(tasks):
+        task_id = f"{correlation}-{n}"
+        ids.append(task_id)
+        common = {"task_id": task_id, "task_name": "history.task", "correlation_id": correlation}
+        await publish_event(TaskQueued(**common))
+        await publish_event(TaskStarted(**common, worker_id="old:1"))
+        if n % 2:
+            failed = TaskFailed(
+                **common, worker_id="old:1", duration_ms=5, error_type="ValueError",
+                error_message="boom",
+            )  # fmt: skip
+            await publish_event(failed)
+        else:
+            await publish_event(TaskSucceeded(**common, worker_id="old:1", duration_ms=5))
+    return ids
+
+
+def rows_of(app: ConsoleApp, correlation: str) -> list[Row]:
+    return [r for r in app.state.rows.values() if r.correlation_id == correlation]
+
+
+async def test_it_opens_populated_from_history(client: OneManageBroker) -> None:
+    correlation = uuid.uuid4().hex
+    ids = await publish_history(correlation, 6)
+    app = ConsoleApp(ConsoleOptions(since=timedelta(minutes=5)))
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.state.caught_up and len(rows_of(app, correlation)) == 6)
+        states = {r.key: r.state for r in rows_of(app, correlation)}
+        assert states == {i: ("failed" if n % 2 else "succeeded") for n, i in enumerate(ids)}
+        await pilot.pause(0.3)  # one refresh
+        shown = {r.key for r in app.query_one(TaskRows).rows}
+        assert set(ids) <= shown
+        failures = {r.key for r in app.query_one(FailureRows).rows}
+        assert {ids[1], ids[3], ids[5]} <= failures
+        await until(pilot, lambda: app.state.connection.connected and app.state.streams)
+
+
+async def test_demo_completes_and_enter_opens_its_trace(client: OneManageBroker) -> None:
+    app = ConsoleApp(ConsoleOptions(since=timedelta(seconds=5), with_worker=True))
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.state.workers and app.worker_process is not None)
+        await pilot.press("d")
+        await until(pilot, lambda: isinstance(app.screen, DetailScreen))
+        workflow_id = app.screen.key
+        await until(
+            pilot, lambda: (row := app.state.rows.get(workflow_id)) and row.state == "completed"
+        )
+        row = app.state.rows[workflow_id]
+        assert row.manifest and row.manifest["document"]["width"] == 800
+        assert [step for step, _ in row.steps] == ["validate", "parse", "preview", "export"]
+
+        await pilot.press("escape")
+        await until(pilot, lambda: not isinstance(app.screen, DetailScreen))
+        rows = app.query_one(TaskRows)
+        rows.focus()
+        await pilot.press("home")
+        for _ in range(len(rows.rows)):
+            if rows.current is not None and rows.current.key == workflow_id:
+                break
+            await pilot.press("down")
+        assert rows.current is not None and rows.current.key == workflow_id
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, DetailScreen))
+        assert app.screen.key == workflow_id
+        trace = app.state.trace(workflow_id)
+        assert trace[-1].event_type in ("psd.workflow.completed", "task.succeeded")
+        await pilot.press("q")  # stops the worker it started
+
+
+async def test_a_broken_file_becomes_a_failure_row(client: OneManageBroker, tmp_path: Path) -> None:
+    not_psd = tmp_path / "notes.psd"
+    not_psd.write_text("this is text")
+    broken = tmp_path / "broken.psd"
+    broken.write_bytes(make_demo_psd()[:300])
+    app = ConsoleApp(ConsoleOptions(since=timedelta(seconds=5), with_worker=True))
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.state.workers)
+        await pilot.press("s")
+        await until(pilot, lambda: isinstance(app.screen, SubmitScreen))
+        path_input = app.screen.query_one("#submit-path")
+        path_input.focus()
+        path_input.value = str(not_psd)
+        await pilot.press("enter")
+        message = app.screen.query_one("#submit-message")
+        await until(pilot, lambda: "not a PSD" in str(message.render()))
+        assert isinstance(app.screen, SubmitScreen)  # refused here, nothing uploaded
+
+        path_input.value = str(broken)
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, DetailScreen))
+        workflow_id = app.screen.key
+        await until(pilot, lambda: workflow_id in app.state.failures)
+        failure = app.state.failures[workflow_id]
+        assert (failure.step, failure.error_type) == ("validate", "truncated")
+        await pilot.press("escape")
+        await until(pilot, lambda: workflow_id in {r.key for r in app.query_one(FailureRows).rows})
+        await pilot.press("q")
+
+
+async def test_filter_and_pause(client: OneManageBroker) -> None:
+    correlation = uuid.uuid4().hex
+    await publish_history(correlation, 8)
+    app = ConsoleApp(ConsoleOptions(since=timedelta(minutes=5)))
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: len(rows_of(app, correlation)) == 8)
+        await pilot.press("slash")
+        for key in f"state:failed {correlation[:12]}":
+            await pilot.press("space" if key == " " else key)
+        await pilot.press("enter")
+        rows = app.query_one(TaskRows)
+        await until(pilot, lambda: len(rows.rows) == 4)
+        assert all(r.state == "failed" for r in rows.rows)
+        assert "filter: state:failed" in str(app.query_one(TaskFlow).border_title)
+
+        await pilot.press("slash")
+        app.query_one("#filter").value = f"-state:failed {correlation[:12]}"
+        await pilot.press("enter")
+        await until(pilot, lambda: {r.state for r in rows.rows} == {"succeeded"})
+
+        await pilot.press("space")
+        assert app.query_one(TaskFlow).paused
+        shown = [r.key for r in rows.rows]
+        seen = app.state.events
+        late = uuid.uuid4().hex
+        await publish_history(late, 2)
+        await until(pilot, lambda: app.state.events >= seen + 6)  # counted while paused
+        app.query_one("#filter").value = ""
+        await pilot.pause(0.3)
+        assert [r.key for r in rows.rows] == shown  # but the list waits
+        await pilot.press("space")
+        assert not app.query_one(TaskFlow).paused
+        await pilot.press("slash")
+        app.query_one("#filter").value = late
+        await pilot.press("enter")
+        await until(pilot, lambda: len(rows.rows) == 2)
+
+
+async def test_remapped_keys(client: OneManageBroker, tmp_path: Path) -> None:
+    config = tmp_path / "console.toml"
+    config.write_text('[keys]\npause = "p"\nhelp = "f1"\nno_such_action = "x"\n')
+    app = ConsoleApp(ConsoleOptions(since=timedelta(seconds=5), config_path=config))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("p")
+        assert app.query_one(TaskFlow).paused
+        await pilot.press("space")  # no longer bound to pause
+        assert app.query_one(TaskFlow).paused
+        assert app.config_problems and "no_such_action" in app.config_problems[0]
+        await pilot.press("f1")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen))
+        assert "p" in app.screen.keymap.get("pause", "")
+        await pilot.press("escape")
+        await pilot.press("question_mark")  # the old help key is gone
+        await pilot.pause(0.2)
+        assert not isinstance(app.screen, HelpScreen)
