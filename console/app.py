@@ -207,7 +207,7 @@ class ConsoleApp(App[None]):
             self.worker_process = subprocess.Popen(
                 [sys.executable, "-m", "engine.cli", "worker", "-p", "1"],
                 env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                start_new_session=True,
+                start_new_session=True, preexec_fn=_terminate_with_parent,
             )  # fmt: skip
         self.backend += f" + worker pid {self.worker_process.pid}"
 
@@ -330,6 +330,14 @@ class ConsoleApp(App[None]):
                 f"The whole story of {current.name}",
                 lambda: self.open_details(current.key),
             )
+
+
+def _terminate_with_parent() -> None:
+    """In the worker child (Linux): SIGTERM when the console dies, even by SIGKILL."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 _SINCE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")

@@ -103,6 +103,8 @@ async def consumer_figures(js: JetStreamContext) -> list[ConsumerFigures]:
         except NotFoundError:
             continue
         for consumer in consumers:
+            if not consumer.config.durable_name:
+                continue  # an ordered reader (a console, a history read): nobody's backlog
             figures.append(
                 ConsumerFigures(
                     stream=stream,

@@ -21,8 +21,8 @@ class ConsumerLag(Static):
     def update_view(self) -> None:
         now = self.state.clock()
         table = Table(box=None, expand=True, padding=(0, 1), header_style="bold dim")
-        table.add_column("durable", no_wrap=True, min_width=16, ratio=1)
-        for title in ("pending", "in flight", "redeliv", "pulls", "ack floor", "active", "drains"):
+        table.add_column("durable", no_wrap=True, min_width=18)
+        for title in ("pending", "unacked", "redel", "pulls", "floor", "active", "drains"):
             table.add_column(title, justify="right", no_wrap=True)
         for key, view in sorted(self.state.consumers.items()):
             f = view.figures

@@ -14,7 +14,7 @@ from console.widgets.rows import Column, RowList
 class FailureRows(RowList):
     COLUMNS = (
         Column("time", 9, lambda r: r.updated.astimezone().strftime("%H:%M:%S")),
-        Column("task / workflow", 0, lambda r: r.name),
+        Column("task / workflow", 30, lambda r: r.name),
         Column(
             "state",
             14,

@@ -29,6 +29,13 @@ class Column:
     style: Callable[[Row], str] = lambda row: ""
 
 
+def _cell(text: str, width: int) -> str:
+    """``text`` cut or padded to ``width`` cells, the last one a gap to the next column."""
+    if width <= 1:
+        return set_cell_size(text, width)
+    return set_cell_size(text, width - 1) + " "
+
+
 class RowList(ScrollView, can_focus=True):
     """Rows of a ConsoleState; Enter posts Chosen with the row's key."""
 
@@ -62,7 +69,7 @@ class RowList(ScrollView, can_focus=True):
         self._cursor_key: str | None = None
 
     def header(self, width: int) -> str:
-        return "".join(set_cell_size(c.title, w) for c, w in self._widths(width))
+        return "".join(_cell(c.title, w) for c, w in self._widths(width))
 
     def set_rows(self, rows: list[Row]) -> None:
         """New rows; the cursor stays on the same row as newer ones arrive above it."""
@@ -121,5 +128,5 @@ class RowList(ScrollView, can_focus=True):
             style = Style.parse(column.style(row) or "none")
             if highlight is not None:
                 style = style + highlight
-            segments.append(Segment(set_cell_size(column.cell(row), cells), style))
+            segments.append(Segment(_cell(column.cell(row), cells), style))
         return Strip(segments).adjust_cell_length(width, highlight)

@@ -10,7 +10,7 @@ from textual.widgets import Static
 from console.format import age, size, sparkline
 from console.state import ConsoleState
 
-SPARK_WIDTH = 12
+SPARK_WIDTH = 16
 
 
 class StreamHealth(Static):
@@ -33,20 +33,30 @@ class StreamHealth(Static):
                 f"  ({link.error})" if link.error else "",
             )  # fmt: skip
         table = Table(box=None, expand=True, padding=(0, 1), header_style="bold dim")
-        for title in ("stream", "msgs", "bytes", "seq", "first", "last", "cons", "in/s", "out/s"):
+        for title in ("stream", "msgs", "bytes", "seq", "first", "last", "cons"):
             justify = "left" if title in ("stream", "seq") else "right"
             table.add_column(title, justify=justify, no_wrap=True)
+        rates = Table(box=None, expand=True, padding=(0, 1), show_header=False)
+        rates.add_column("stream", no_wrap=True)
+        rates.add_column("in", no_wrap=True, ratio=1)
+        rates.add_column("out", no_wrap=True, ratio=1)
         for name, view in sorted(self.state.streams.items()):
             f = view.figures
-            rates = [
-                Text.assemble((sparkline(list(values), SPARK_WIDTH), colour),
-                              f" {values[-1] if values else 0:,.0f}")
-                for values, colour in ((view.rate_in, "cyan"), (view.rate_out, "magenta"))
-            ]  # fmt: skip
             table.add_row(
-                name, f"{f.messages:,}", size(f.bytes), f"{f.first_seq}..{f.last_seq}",
-                age(f.first_ts, now), age(f.last_ts, now), str(f.consumers), *rates,
+                name, f"{f.messages:,}", size(f.bytes),
+                f"{f.first_seq}..{f.last_seq}" if f.messages else f"empty @{f.last_seq}",
+                age(f.first_ts, now), age(f.last_ts, now), str(f.consumers),
+            )  # fmt: skip
+            rates.add_row(
+                name,
+                *(
+                    Text.assemble(f"{label} {values[-1] if values else 0:>6,.0f}/s ",
+                                  (sparkline(list(values), SPARK_WIDTH), colour))
+                    for label, values, colour in (
+                        ("in ", view.rate_in, "cyan"), ("out", view.rate_out, "magenta")
+                    )
+                ),
             )  # fmt: skip
         if not self.state.streams:
             table.add_row("(no figures yet)")
-        self.update(Group(server, table))
+        self.update(Group(server, table, rates))

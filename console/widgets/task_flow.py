@@ -30,7 +30,7 @@ def _detail(row: Row) -> str:
 class TaskRows(RowList):
     COLUMNS = (
         Column("time", 9, lambda r: r.created.astimezone().strftime("%H:%M:%S")),
-        Column("task / workflow", 0, _name, lambda r: "bold" if r.kind == "workflow" else ""),
+        Column("task / workflow", 30, _name, lambda r: "bold" if r.kind == "workflow" else ""),
         Column(
             "state",
             14,
