@@ -137,6 +137,8 @@ class ConsoleApp(App[None]):
     def refresh_views(self) -> None:
         """The 10 Hz timer: the model is read here, never pushed per event."""
         main = self.main  # also while a detail or help screen is on top
+        if not main.query("#status"):
+            return  # the app is closing: its widgets are gone
         for view in (TaskFlow, Failures, StreamHealth, ConsumerLag, Workers):
             for widget in main.query(view):
                 widget.update_view()

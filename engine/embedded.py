@@ -128,21 +128,26 @@ class EmbeddedServer:
             while _pid_alive(self.pid):
                 time.sleep(0.02)
 
-    def release(self) -> str:
+    def release(self, grace: float = 3.0) -> str:
         """Stop the server if this process started it and nobody else uses it.
 
-        Returns what happened, for the caller to report.
+        Connections that were just closed can still be counted for a moment, so
+        it waits up to ``grace`` seconds for the count to drop. Returns what
+        happened, for the caller to report.
         """
         if not self.owned:
             return "reused; left running"
-        try:
-            others = self.client_connections()
-        except (OSError, ValueError, EmbeddedServerError):
-            others = 0
+        deadline = time.monotonic() + grace
+        while True:
+            try:
+                others = self.client_connections()
+            except (OSError, ValueError, EmbeddedServerError):
+                others = 0
+            if not others or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         if others:
-            return (
-                f"left running for {others} other client(s); stop it with `onemanage server stop`"
-            )
+            return f"left running for {others} other client(s); stop it with `onemanage server stop`"
         self.stop()
         return "stopped"
 

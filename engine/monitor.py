@@ -7,6 +7,7 @@ consumer_info, so a monitoring user can be locked down to read-only rights.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
@@ -134,34 +135,76 @@ def _last_active(consumer: ConsumerInfo) -> datetime | None:
     return max(times) if times else None
 
 
-async def read_history(
+def _from(start: datetime | int) -> ConsumerConfig:
+    if isinstance(start, int):
+        return ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start)
+    return ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=start)
+
+
+async def _stored(
     js: JetStreamContext,
-    since: timedelta,
-    subject: str = EVENTS_SUBJECTS,
-    idle_timeout: float = 1.0,
+    start: datetime | int,
+    subject: str,
+    *,
+    until_caught_up: bool = False,
+    idle: float = 2.0,
+) -> AsyncIterator[Msg]:
+    """EVENTS messages from a time or sequence on, through an ordered (ephemeral) consumer.
+
+    When the server restarts, the ordered consumer is gone and nats-py's own
+    reset fails (it keeps the start time next to a start sequence: err 10094),
+    so an idle reader checks that its consumer still exists and otherwise
+    subscribes again from the next sequence. ``until_caught_up`` stops at the
+    newest stored message (or after ``idle`` seconds of nothing).
+    """
+    position = start
+    while True:
+        try:
+            subscription = await js.subscribe(
+                subject, stream=EVENTS, ordered_consumer=True, config=_from(position)
+            )
+        except NotFoundError:
+            if until_caught_up:
+                return  # no EVENTS stream: nothing stored
+            await asyncio.sleep(1)  # a worker creates it at start-up
+            continue
+        except Exception:
+            if until_caught_up:
+                raise
+            await asyncio.sleep(1)  # not connected: nats-py is reconnecting
+            continue
+        try:
+            while True:
+                try:
+                    msg = await subscription.next_msg(timeout=idle)
+                except TimeoutError:
+                    if until_caught_up:
+                        return
+                    try:
+                        await subscription.consumer_info()
+                    except Exception:
+                        break  # the reader is gone: subscribe again from ``position``
+                    continue
+                metadata = msg.metadata
+                position = metadata.sequence.stream + 1
+                yield msg
+                if until_caught_up and metadata.num_pending == 0:
+                    return
+        finally:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+
+
+async def read_history(
+    js: JetStreamContext, since: timedelta, subject: str = EVENTS_SUBJECTS
 ) -> AsyncIterator[Msg]:
     """Stored EVENTS messages of the last ``since``, oldest first, then stop.
 
     An ordered consumer: ephemeral, no acks, the durables' counters untouched.
     """
     start = datetime.now(UTC) - since
-    config = ConsumerConfig(
-        deliver_policy=DeliverPolicy.BY_START_TIME,
-        opt_start_time=start,
-    )
-    subscription = await js.subscribe(subject, stream=EVENTS, ordered_consumer=True, config=config)
-    try:
-        while True:
-            try:
-                msg = await subscription.next_msg(timeout=idle_timeout)
-            except TimeoutError:
-                return
-            yield msg
-            if msg.metadata.num_pending == 0:
-                return
-    finally:
-        with contextlib.suppress(Exception):
-            await subscription.unsubscribe()
+    async for msg in _stored(js, start, subject, until_caught_up=True, idle=1.0):
+        yield msg
 
 
 async def recent_events(
@@ -196,20 +239,13 @@ async def follow(
 ) -> AsyncIterator[BaseEvent]:
     """Every readable event stored since ``since``, then live ones, until the caller stops.
 
-    An ordered consumer again: it survives reconnects and starts from a time,
-    so nothing published between "submitted" and "subscribed" is missed.
+    It starts from a time, so nothing published between "submitted" and
+    "subscribed" is missed, and it survives reconnects and server restarts.
     """
-    config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=since)
-    subscription = await js.subscribe(subject, stream=EVENTS, ordered_consumer=True, config=config)
-    try:
-        while True:
-            msg = await subscription.next_msg(timeout=None)
-            event = parse_event(msg.data)
-            if isinstance(event, BaseEvent):
-                yield event
-    finally:
-        with contextlib.suppress(Exception):
-            await subscription.unsubscribe()
+    async for msg in _stored(js, since, subject):
+        event = parse_event(msg.data)
+        if isinstance(event, BaseEvent):
+            yield event
 
 
 @dataclass(frozen=True)
@@ -227,22 +263,11 @@ async def tail(
     """Raw EVENTS from a time or a stream sequence on, history then live.
 
     For readers that parse themselves. ``pending`` reaching 0 means the history
-    is replayed and what follows is live; resume after an error from the last
-    sequence seen + 1.
+    is replayed and what follows is live.
     """
-    if isinstance(start, int):
-        config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start)
-    else:
-        config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=start)
-    subscription = await js.subscribe(subject, stream=EVENTS, ordered_consumer=True, config=config)
-    try:
-        while True:
-            msg = await subscription.next_msg(timeout=None)
-            metadata = msg.metadata
-            yield Delivered(metadata.sequence.stream, metadata.num_pending, msg.data)
-    finally:
-        with contextlib.suppress(Exception):
-            await subscription.unsubscribe()
+    async for msg in _stored(js, start, subject):
+        metadata = msg.metadata
+        yield Delivered(metadata.sequence.stream, metadata.num_pending, msg.data)
 
 
 async def round_trip_ms(nc: Client) -> float:

@@ -20,6 +20,7 @@ from engine.broker import OneManageBroker
 from engine.events.publisher import publish_event
 from engine.events.schemas import TaskFailed, TaskQueued, TaskStarted, TaskSucceeded
 from engine.services.samples import make_demo_psd
+from tests.conftest import NatsServer
 
 SIZE = (160, 45)
 
@@ -190,3 +191,25 @@ async def test_remapped_keys(client: OneManageBroker, tmp_path: Path) -> None:
         await pilot.press("question_mark")  # the old help key is gone
         await pilot.pause(0.2)
         assert not isinstance(app.screen, HelpScreen)
+
+
+async def test_a_lost_server_shows_a_banner_and_the_app_reconnects(
+    nats_server: NatsServer, client: OneManageBroker
+) -> None:
+    app = ConsoleApp(ConsoleOptions(since=timedelta(seconds=5)))
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.state.connection.connected and app.state.streams)
+        nats_server.kill()
+        await until(pilot, lambda: not app.state.connection.connected, timeout=30)
+        await pilot.pause(0.3)
+        banner = str(app.main.query_one("#alerts").render())
+        assert "unreachable" in banner
+        assert app.main.query_one("#alerts").has_class("active")
+
+        nats_server.restart()
+        await until(pilot, lambda: app.state.connection.connected, timeout=30)
+        correlation = uuid.uuid4().hex
+        await until(pilot, lambda: client.is_connected, timeout=30)
+        await publish_history(correlation, 2)
+        await until(pilot, lambda: len(rows_of(app, correlation)) == 2, timeout=60)
+        assert app.state.connection.disconnects >= 1

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from engine.broker import OneManageBroker
 from engine.events.schemas import BaseEvent, TaskStarted, TaskSucceeded
-from tests.support.harness import EventCollector, WorkerProcess
+from tests.support.harness import EventCollector, WorkerProcess, stored_events
 from tests.support.tasks import whoami
 
 TASKS = 200
@@ -40,10 +40,11 @@ async def test_two_workers_share_200_tasks_each_run_once(
     assert min(ran_on.values()) > 0
 
     await asyncio.sleep(client.settings.ack_wait + 1)  # a redelivery would show by now
+    stored = await stored_events(client, "events.task.>")
     started = Counter(
-        e.task_id for e in events.events if isinstance(e, TaskStarted) and e.task_id in task_ids
+        e.task_id for e in stored if isinstance(e, TaskStarted) and e.task_id in task_ids
     )
-    done = Counter(e.task_id for e in events.matching(succeeded))
+    done = Counter(e.task_id for e in stored if succeeded(e))
     assert set(started.values()) == {1}
     assert set(done.values()) == {1}
     assert len(done) == TASKS

@@ -20,7 +20,7 @@ from engine.events.schemas import (
 from engine.services.samples import make_demo_psd
 from engine.storage import storage
 from engine.submit import submit_psd
-from tests.support.harness import EventCollector, WorkerProcess
+from tests.support.harness import EventCollector, WorkerProcess, stored_events
 
 
 def _outcome(workflow_id: str) -> Callable[[BaseEvent], bool]:
@@ -82,7 +82,8 @@ async def test_a_broken_file_fails_once_naming_step_and_code(
     assert outcome.error_code == "truncated"
     assert outcome.error_message
     await asyncio.sleep(client.settings.ack_wait + 1)  # no second outcome, no retry
-    assert len(events.matching(_outcome(submission.workflow_id))) == 1
+    stored = await stored_events(client, "events.psd.>")
+    assert len([e for e in stored if _outcome(submission.workflow_id)(e)]) == 1
     steps = [
         e for e in events.events
         if isinstance(e, PsdStepCompleted) and e.workflow_id == submission.workflow_id
@@ -106,10 +107,11 @@ async def test_twenty_workflows_over_two_processes_complete_once_each(
 
     await events.wait_for(completed, 20, timeout=300)
     await asyncio.sleep(client.settings.ack_wait + 1)
-    done = Counter(getattr(e, "workflow_id", None) for e in events.matching(completed))
+    stored = await stored_events(client, "events.psd.>")
+    done = Counter(getattr(e, "workflow_id", None) for e in stored if completed(e))
     assert set(done) == ids
     assert set(done.values()) == {1}
-    failed = [e for e in events.events if isinstance(e, PsdWorkflowFailed) and e.workflow_id in ids]
+    failed = [e for e in stored if isinstance(e, PsdWorkflowFailed) and e.workflow_id in ids]
     assert failed == []
 
 

@@ -10,12 +10,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from engine import monitor
 from engine.broker import OneManageBroker
 from engine.events.schemas import BaseEvent, UnparsedEvent, WorkerHeartbeat, parse_event
 
@@ -121,3 +122,15 @@ class WorkerProcess:
                 self.process.wait(10)
         self._log.close()
         return self.process.returncode
+
+
+async def stored_events(
+    broker: OneManageBroker, subject: str, since: timedelta = timedelta(minutes=10)
+) -> list[BaseEvent]:
+    """The events EVENTS actually stored (what listeners and the console read).
+
+    A core subscription also sees a publish that JetStream deduplicated (a
+    retried publish with the same Nats-Msg-Id), so "exactly once" is counted
+    here, in the stream.
+    """
+    return await monitor.recent_events(broker.js, since, subject)
