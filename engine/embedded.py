@@ -147,7 +147,7 @@ class EmbeddedServer:
                 break
             time.sleep(0.1)
         if others:
-            return f"left running for {others} other client(s); stop it with `onemanage server stop`"
+            return f"left running for {others} other client(s); `onemanage server stop` stops it"
         self.stop()
         return "stopped"
 
