@@ -43,7 +43,7 @@ from console.widgets.submit import SubmitScreen
 from console.widgets.task_flow import TaskFlow
 from console.widgets.workers import Workers
 from engine import embedded, monitor
-from engine.broker import broker
+from engine.broker import OneManageBroker, broker
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +78,10 @@ class ConsoleApp(App[None]):
         options: ConsoleOptions | None = None,
         state: ConsoleState | None = None,
         connect: bool = True,
+        connection: OneManageBroker = broker,
     ) -> None:
         super().__init__()
+        self.broker = connection  # this process's one connection, unless a test gives another
         self.options = options or ConsoleOptions()
         self.state = state or ConsoleState()
         self.connect = connect
@@ -175,11 +177,11 @@ class ConsoleApp(App[None]):
     @work(exclusive=True, group="backend")
     async def start_backend(self) -> None:
         """Server (embedded or configured), a worker if wanted, then the pump."""
-        settings = broker.settings
+        settings = self.broker.settings
         try:
             if settings.embedded:
                 server = await asyncio.to_thread(embedded.ensure, settings.data_dir)
-                broker.embedded_server = server
+                self.broker.embedded_server = server
                 self.backend = (
                     f"embedded server {server.url} ({'started' if server.owned else 'reused'})"
                 )
@@ -188,22 +190,22 @@ class ConsoleApp(App[None]):
                 self.backend = ", ".join(settings.nats_url)
                 if self.options.with_worker:
                     self._start_worker(None)
-            if not broker.is_connected:
-                await broker.startup()
+            if not self.broker.is_connected:
+                await self.broker.startup()
                 self.owns_connection = True
         except Exception as exc:
             self.backend = f"[b red]cannot connect: {type(exc).__name__}: {exc}[/]"
             logger.exception("console cannot start")
             return
-        self.state.connection.url = broker.servers()[0].removeprefix("nats://")
-        self.pump = Pump(self.state, broker, self.options.since)
+        self.state.connection.url = self.broker.servers()[0].removeprefix("nats://")
+        self.pump = Pump(self.state, self.broker, self.options.since)
         self.pump.start()
 
     def _start_worker(self, url: str | None) -> None:
         env = dict(os.environ)
         if url:
             env["ONEMANAGE_NATS_URL"] = url
-        log_path = broker.settings.data_dir / "console-worker.log"
+        log_path = self.broker.settings.data_dir / "console-worker.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log:
             self.worker_process = subprocess.Popen(
@@ -228,7 +230,7 @@ class ConsoleApp(App[None]):
         if self.owns_connection:
             self.owns_connection = False
             with contextlib.suppress(Exception):
-                await broker.shutdown()
+                await self.broker.shutdown()
 
     async def on_unmount(self) -> None:
         await self.stop_backend()
@@ -284,10 +286,10 @@ class ConsoleApp(App[None]):
                 self.notify(f"workflow {workflow_id[:8]} started", timeout=4)
                 self.open_details(workflow_id)
 
-        self.push_screen(SubmitScreen(Path.cwd(), broker.settings.max_upload_bytes), submitted)
+        self.push_screen(SubmitScreen(Path.cwd(), self.broker.settings.max_upload_bytes), submitted)
 
     def _can_submit(self) -> bool:
-        if self.connect and broker.is_connected:
+        if self.connect and self.broker.is_connected:
             return True
         self.notify("not connected to a server", severity="error")
         return False

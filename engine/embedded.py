@@ -209,17 +209,21 @@ def start(
     port: int | None = None,
     detach: bool = True,
     timeout: float = 15.0,
+    config: Path | None = None,
 ) -> EmbeddedServer:
     """Start a nats-server with JetStream on 127.0.0.1 and wait until it is healthy.
 
     ``port=None`` lets the server choose a free one. ``detach`` puts it in its own
     session so it outlives the process that started it (other commands reuse it).
+    ``config`` is a nats-server config file (accounts, users, permissions); the
+    flags here still decide address, ports and store.
     """
     binary = find_binary()
     for directory in (run_dir(data_dir), store_dir(data_dir)):
         directory.mkdir(parents=True, exist_ok=True)
     command = [
         str(binary),
+        *(["-c", str(config)] if config else []),
         "-a", "127.0.0.1",
         "-p", str(port if port is not None else -1),
         "-m", "-1",
