@@ -56,35 +56,51 @@ def _window(settings: Settings, max_age: float) -> float:
     return min(settings.duplicate_window, max_age) if max_age > 0 else settings.duplicate_window
 
 
-def tasks_stream(settings: Settings) -> StreamConfig:
+def _stream(
+    settings: Settings,
+    name: str,
+    description: str,
+    subjects: str,
+    retention: RetentionPolicy,
+    max_age: float,
+    max_bytes: int,
+) -> StreamConfig:
     return StreamConfig(
-        name=TASKS,
-        description="OneManage commands: one shared durable per lane, load balanced",
-        subjects=[TASKS_SUBJECTS],
-        retention=RetentionPolicy.WORK_QUEUE,
+        name=name,
+        description=description,
+        subjects=[subjects],
+        retention=retention,
         storage=StorageType.FILE,
-        max_age=settings.tasks_max_age if settings.tasks_max_age > 0 else None,
-        max_bytes=settings.tasks_max_bytes,
+        max_age=max_age if max_age > 0 else None,
+        max_bytes=max_bytes,
         max_msgs=-1,
         num_replicas=settings.replicas,
-        duplicate_window=_window(settings, settings.tasks_max_age),
+        duplicate_window=_window(settings, max_age),
         discard=DiscardPolicy.OLD,
     )
 
 
+def tasks_stream(settings: Settings) -> StreamConfig:
+    return _stream(
+        settings,
+        TASKS,
+        "OneManage commands: one shared durable per lane, load balanced",
+        TASKS_SUBJECTS,
+        RetentionPolicy.WORK_QUEUE,
+        settings.tasks_max_age,
+        settings.tasks_max_bytes,
+    )
+
+
 def events_stream(settings: Settings) -> StreamConfig:
-    return StreamConfig(
-        name=EVENTS,
-        description="OneManage events: the system's history, one durable per listener",
-        subjects=[EVENTS_SUBJECTS],
-        retention=RetentionPolicy.LIMITS,
-        storage=StorageType.FILE,
-        max_age=settings.events_max_age if settings.events_max_age > 0 else None,
-        max_bytes=settings.events_max_bytes,
-        max_msgs=-1,
-        num_replicas=settings.replicas,
-        duplicate_window=_window(settings, settings.events_max_age),
-        discard=DiscardPolicy.OLD,
+    return _stream(
+        settings,
+        EVENTS,
+        "OneManage events: the system's history, one durable per listener",
+        EVENTS_SUBJECTS,
+        RetentionPolicy.LIMITS,
+        settings.events_max_age,
+        settings.events_max_bytes,
     )
 
 
