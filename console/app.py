@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import logging
 import os
 import re
@@ -368,7 +369,17 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help=f"key remapping file (default {console_config.default_path()})",
     )
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="a module defining your own event types, so they read as events (repeatable)",
+    )
     args = parser.parse_args(argv)
+    for module in args.imports:
+        importlib.import_module(module)
     data_dir = broker.settings.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(  # never stderr: it would draw over the screen

@@ -48,7 +48,7 @@ class Pump:
         start: datetime | int = datetime.now(UTC) - self.since
         while True:
             try:
-                async for delivered in monitor.tail(self.broker.js, start):
+                async for delivered in monitor.tail(self.broker.js, start, on_idle=self._idle):
                     self.state.fold(parse_event(delivered.data), delivered.seq)
                     start = delivered.seq + 1
                     if delivered.pending == 0:
@@ -62,6 +62,9 @@ class Pump:
                 logger.warning("event tail interrupted: %s: %s", type(exc).__name__, exc)
                 self.state.connection.error = f"{type(exc).__name__}: {exc}"
                 await asyncio.sleep(1)
+
+    def _idle(self) -> None:
+        self.state.caught_up = True  # nothing more stored: the history is all in
 
     async def poll(self, interval: float = 1.0) -> None:
         """Connection, round trip, consumers, then streams (their rate out needs consumers)."""

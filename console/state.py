@@ -458,7 +458,7 @@ class ConsoleState:
                         "stored): server bug? (nats-server#4539)",
                     )
                 )
-            elif (drain := view.drain_seconds or 0.0) > 300:
+            elif view.figures.pending and (drain := view.drain_seconds or 0.0) > 300:
                 eta = "never at this rate" if math.isinf(drain) else f"{drain / 60:.0f} min"
                 alerts.append(
                     Alert("warning", f"{key}: backlog {view.figures.pending}, drains {eta}")
@@ -469,7 +469,12 @@ class ConsoleState:
             alerts.append(Alert("warning", f"{failed} of {done + failed} finished tasks failed"))
         if self.unreadable:
             reasons = ", ".join(f"{n} {r}" for r, n in self.unreadable.most_common())
+            last = self.last_unreadable[-1] if self.last_unreadable else None
+            latest = f"; latest: {last.event_type or '?'} {last.detail[:80]}" if last else ""
             alerts.append(
-                Alert("warning", f"{sum(self.unreadable.values())} unreadable event(s): {reasons}")
+                Alert(
+                    "warning",
+                    f"{sum(self.unreadable.values())} unreadable event(s): {reasons}{latest}",
+                )
             )
         return alerts

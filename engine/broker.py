@@ -4,8 +4,9 @@ Stock taskiq-nats brokers own one subject, one stream and one durable, so they
 cannot route per task (taskiq#181). This broker reads the task's labels instead:
 
 * a command task (default, ``stream="TASKS"``) is published to
-  ``tasks.<task_name>`` and every worker pulls it through ONE shared durable,
-  so workers load-balance;
+  ``tasks.<lane>.<task_name>`` and every worker pulls it through the lane's
+  ONE shared durable, so workers load-balance (lanes: ``default`` and
+  ``workflow``, see docs/adr/0002-psd-workflow.md);
 * an event task (``stream="EVENTS"``, ``durable=...``, ``filter_subject=...``)
   gets every matching event through ITS OWN durable (fan-out).
 
@@ -53,6 +54,7 @@ DELIVER_LABEL = "deliver"
 LANE_LABEL = "lane"
 DEFAULT_LANE = "default"
 WORKFLOW_LANE = "workflow"
+LANES = frozenset({DEFAULT_LANE, WORKFLOW_LANE})  # a lane without a durable would never run
 TASK_ID_HEADER = "Onemanage-Task-Id"
 MSG_ID_HEADER = "Nats-Msg-Id"
 
@@ -218,15 +220,35 @@ class OneManageBroker(AsyncBroker):
         return options
 
     async def connect(self) -> Client:
-        """Open this process's one NATS connection (idempotent)."""
+        """Open this process's one NATS connection (idempotent).
+
+        A worker waits for its server for as long as it takes; a client (the
+        CLI, the console) gives up after a few connect timeouts with an error
+        that names the server, instead of hanging on a wrong URL or password.
+        """
         if self._nc is not None and not self._nc.is_closed:
             return self._nc
         role = "worker" if self.is_worker_process else "client"
-        self._nc = await nats.connect(
-            self.servers(), **self.connect_options(f"onemanage-{role}-{self.worker_id}")
+        servers = self.servers()
+        client = Client()
+        attempt = client.connect(
+            servers, **self.connect_options(f"onemanage-{role}-{self.worker_id}")
         )
-        self._js = self._nc.jetstream(timeout=self.settings.publish_timeout)
-        return self._nc
+        if self.is_worker_process:
+            await attempt
+        else:
+            try:
+                await asyncio.wait_for(attempt, self.settings.connect_timeout * 3)
+            except TimeoutError as exc:
+                with contextlib.suppress(Exception):
+                    await client.close()
+                raise NotConnectedError(
+                    f"cannot reach {', '.join(servers)} (wrong URL or credentials, or the "
+                    "server is down: see the log for the server's answer)"
+                ) from exc
+        self._nc = client
+        self._js = client.jetstream(timeout=self.settings.publish_timeout)
+        return client
 
     async def startup(self) -> None:
         """Connect first, so start-up hooks and middlewares find the connection open."""
@@ -317,7 +339,7 @@ class OneManageBroker(AsyncBroker):
         ) from last
 
     async def kick(self, message: BrokerMessage) -> None:
-        """Send a command task to ``tasks.<task_name>``, deduplicated by its task id."""
+        """Send a command task to ``tasks.<lane>.<task_name>``, deduplicated by its task id."""
         if message.labels.get(STREAM_LABEL, TASKS) != TASKS:
             raise ValueError(
                 f"{message.task_name} is an event task: it runs when an event is "
@@ -333,6 +355,9 @@ class OneManageBroker(AsyncBroker):
     def _register_task(self, task_name: str, task: Any) -> None:
         if _FORBIDDEN_SUBJECT_CHARS & set(task_name):
             raise ValueError(f"task name {task_name!r} cannot be used in a NATS subject")
+        lane = task.labels.get(LANE_LABEL, DEFAULT_LANE)
+        if lane not in LANES:
+            raise ValueError(f"task {task_name}: lane {lane!r} is not one of {sorted(LANES)}")
         super()._register_task(task_name, task)
 
     # -- consuming (workers only) ---------------------------------------------------
@@ -441,12 +466,14 @@ class OneManageBroker(AsyncBroker):
                 for _ in range(wanted):
                     lane.held.release()
                 raise
-            except Exception as exc:  # a dead server, a deleted consumer: report, retry
+            except Exception as exc:  # a dead server, a lost store, a deleted durable
                 failures += 1
                 logger.warning(
                     "pull from %s failed (%s: %s)", lane.durable, type(exc).__name__, exc
                 )
-                if isinstance(exc, NotFoundError):
+                if failures >= 2 or isinstance(exc, NotFoundError):
+                    # A server back without its store answers 503, not 404: whatever the
+                    # error, put streams and durable back (idempotent) and bind again.
                     with contextlib.suppress(Exception):
                         await ensure_streams(self.js, s)
                         await self.ensure_consumer(lane)

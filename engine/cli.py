@@ -436,13 +436,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.log_level = args.log_level.upper()
+    if args.command == "worker" and args.log_level == "WARNING":
+        args.log_level = "INFO"  # a service says what it does
     logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    if args.command == "worker":
-        args.log_level = "INFO" if args.log_level.upper() == "WARNING" else args.log_level.upper()
-        if args.log_level == "INFO":  # not a line per task and per event
-            logging.getLogger("taskiq.receiver.receiver").setLevel(logging.WARNING)
+    if args.log_level == "INFO":  # not a line per task and per event
+        logging.getLogger("taskiq.receiver.receiver").setLevel(logging.WARNING)
     return int(args.func(args))
 
 

@@ -32,9 +32,10 @@ class StreamConfigError(OneManageError):
     """An existing stream differs from its spec in a field that cannot be changed."""
 
     def __init__(self, stream: str, field: str, have: object, want: object) -> None:
+        have_text, want_text = (str(getattr(v, "value", v)) for v in (have, want))
         super().__init__(
-            f"stream {stream}: {field} is {have!r} on the server but {want!r} is required; "
-            f"{field} cannot be changed in place (delete the stream or fix the settings)"
+            f"stream {stream}: {field} is {have_text!r} on the server but {want_text!r} is "
+            f"required; {field} cannot be changed in place (delete the stream or fix the settings)"
         )
         self.stream = stream
         self.field = field

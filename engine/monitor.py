@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -148,6 +148,7 @@ async def _stored(
     *,
     until_caught_up: bool = False,
     idle: float = 2.0,
+    on_idle: Callable[[], None] | None = None,
 ) -> AsyncIterator[Msg]:
     """EVENTS messages from a time or sequence on, through an ordered (ephemeral) consumer.
 
@@ -155,7 +156,8 @@ async def _stored(
     reset fails (it keeps the start time next to a start sequence: err 10094),
     so an idle reader checks that its consumer still exists and otherwise
     subscribes again from the next sequence. ``until_caught_up`` stops at the
-    newest stored message (or after ``idle`` seconds of nothing).
+    newest stored message (or after ``idle`` seconds of nothing); ``on_idle`` is
+    told when ``idle`` seconds passed with nothing left to read.
     """
     position = start
     while True:
@@ -184,6 +186,8 @@ async def _stored(
                         await subscription.consumer_info()
                     except Exception:
                         break  # the reader is gone: subscribe again from ``position``
+                    if on_idle is not None:
+                        on_idle()
                     continue
                 metadata = msg.metadata
                 position = metadata.sequence.stream + 1
@@ -258,14 +262,17 @@ class Delivered:
 
 
 async def tail(
-    js: JetStreamContext, start: datetime | int, subject: str = EVENTS_SUBJECTS
+    js: JetStreamContext,
+    start: datetime | int,
+    subject: str = EVENTS_SUBJECTS,
+    on_idle: Callable[[], None] | None = None,
 ) -> AsyncIterator[Delivered]:
     """Raw EVENTS from a time or a stream sequence on, history then live.
 
-    For readers that parse themselves. ``pending`` reaching 0 means the history
-    is replayed and what follows is live.
+    For readers that parse themselves. ``pending`` reaching 0, or ``on_idle``
+    (nothing stored in the window at all), means what follows is live.
     """
-    async for msg in _stored(js, start, subject):
+    async for msg in _stored(js, start, subject, on_idle=on_idle):
         metadata = msg.metadata
         yield Delivered(metadata.sequence.stream, metadata.num_pending, msg.data)
 

@@ -17,7 +17,7 @@ from typing import Any
 from taskiq import AsyncTaskiqDecoratedTask
 
 from engine.broker import LANE_LABEL, WORKFLOW_LANE, broker
-from engine.errors import OneManageError
+from engine.errors import OneManageError, is_transient
 from engine.events.publisher import publish_event
 from engine.events.schemas import PsdStepCompleted, PsdWorkflowCompleted, PsdWorkflowFailed
 from engine.results import await_result
@@ -55,7 +55,9 @@ def _summary(step: str, result: dict[str, Any]) -> dict[str, Any]:
         return {"layers": result["layers"], "by_kind": result["by_kind"]}
     if step == "preview":
         return {"width": result["width"], "height": result["height"], "source": result["source"]}
-    return {"layers": result["count"]}
+    if step == "export":
+        return {"layers": result["count"]}
+    return {k: v for k, v in result.items() if isinstance(v, int | float | str | bool)}
 
 
 class WorkflowRun:
@@ -66,6 +68,7 @@ class WorkflowRun:
         self.filename = filename
         self.started = time.perf_counter()
         self.timings_ms: dict[str, float] = {}
+        self.current = "orchestrator"
 
     def elapsed_ms(self) -> float:
         return round((time.perf_counter() - self.started) * 1000, 3)
@@ -74,6 +77,7 @@ class WorkflowRun:
         self, name: str, task: AsyncTaskiqDecoratedTask[..., Any], *args: Any
     ) -> dict[str, Any]:
         """Kick one step, wait for it, announce it; WorkflowStepError when it failed."""
+        self.current = name
         started = time.perf_counter()
         kicked = await task.kiq(*args)
         try:
@@ -99,31 +103,57 @@ class WorkflowRun:
         return value
 
 
+async def _publish_failure(run: WorkflowRun, step: str, code: str, message: str) -> None:
+    await publish_event(
+        PsdWorkflowFailed(
+            event_id=outcome_event_id(run.workflow_id),
+            workflow_id=run.workflow_id,
+            filename=run.filename,
+            step=step,
+            error_code=code,
+            error_message=message,
+            duration_ms=run.elapsed_ms(),
+            correlation_id=run.workflow_id,
+        )
+    )
+
+
 @broker.task(task_name="psd.process", **{LANE_LABEL: WORKFLOW_LANE})
 async def process_psd(
     workflow_id: str, input_key: str, filename: str, size_bytes: int
 ) -> dict[str, Any]:
-    """Run the whole workflow; returns the manifest, raises WorkflowStepError on failure."""
+    """Run the whole workflow; returns the manifest, raises WorkflowStepError on failure.
+
+    Whatever goes wrong, the workflow ends with exactly one outcome event, except
+    when the failure is transient and this delivery will be tried again.
+    """
     run = WorkflowRun(workflow_id, filename)
     try:
-        document = await run.step("validate", validate, workflow_id, input_key)
-        layers = await run.step("parse", parse_layers, workflow_id, input_key, document)
-        image = await run.step("preview", preview, workflow_id, input_key, document)
-        exported = await run.step("export", export_layers, workflow_id, input_key)
+        return await _run(run, input_key, size_bytes)
     except WorkflowStepError as failure:
-        await publish_event(
-            PsdWorkflowFailed(
-                event_id=outcome_event_id(workflow_id),
-                workflow_id=workflow_id,
-                filename=filename,
-                step=failure.step,
-                error_code=failure.code,
-                error_message=failure.message,
-                duration_ms=run.elapsed_ms(),
-                correlation_id=workflow_id,
-            )
-        )
+        await _publish_failure(run, failure.step, failure.code, failure.message)
         raise
+    except Exception as exc:
+        delivery = broker.delivery(workflow_id)
+        retried = (
+            is_transient(exc)
+            and delivery is not None
+            and delivery.attempt < broker.settings.max_deliver
+        )
+        if not retried:
+            await _publish_failure(
+                run, run.current, "internal_error", f"{type(exc).__name__}: {exc}"
+            )
+        raise
+
+
+async def _run(run: WorkflowRun, input_key: str, size_bytes: int) -> dict[str, Any]:
+    workflow_id, filename = run.workflow_id, run.filename
+    document = await run.step("validate", validate, workflow_id, input_key)
+    layers = await run.step("parse", parse_layers, workflow_id, input_key, document)
+    image = await run.step("preview", preview, workflow_id, input_key, document)
+    exported = await run.step("export", export_layers, workflow_id, input_key)
+    run.current = "manifest"
     manifest: dict[str, Any] = {
         "workflow_id": workflow_id,
         "filename": filename,

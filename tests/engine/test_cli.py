@@ -91,3 +91,15 @@ def test_server_status_without_a_server(tmp_path: Path) -> None:
     result = _onemanage(tmp_path, "server", "status")
     assert result.returncode == 1
     assert "no embedded nats-server running" in result.stdout
+
+
+def test_a_wrong_url_fails_with_a_clear_error(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    env["ONEMANAGE_NATS_URL"] = "nats://127.0.0.1:9"  # nothing listens there
+    env["ONEMANAGE_CONNECT_TIMEOUT"] = "1"
+    result = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "check"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "cannot reach nats://127.0.0.1:9" in result.stderr

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable
 
 from nats.js.errors import NotFoundError
 
 from engine.broker import OneManageBroker
+from engine.events.publisher import publish_event
 from engine.events.schemas import (
     BaseEvent,
     TaskDeadLettered,
@@ -17,7 +19,7 @@ from engine.events.schemas import (
 )
 from engine.streams import TASKS
 from tests.support.harness import EventCollector, WorkerProcess, stored_events
-from tests.support.tasks import always_transient, sleep_for
+from tests.support.tasks import FlakyEvent, always_transient, sleep_for
 
 
 def _of(task_id: str, kind: type[BaseEvent]) -> Callable[[BaseEvent], bool]:
@@ -93,3 +95,42 @@ async def test_sigterm_drains_running_tasks(
     assert len([e for e in stored if _of(task.task_id, TaskSucceeded)(e)]) == 1
     result = await task.wait_result(timeout=5)
     assert result.return_value == 2.0
+
+
+async def test_a_listener_that_keeps_failing_leaves_a_dead_letter(
+    client: OneManageBroker,
+    events: EventCollector,
+    start_workers: Callable[..., WorkerProcess],
+) -> None:
+    worker = start_workers(processes=1)
+    await worker.ready(events)
+    event = FlakyEvent(correlation_id=uuid.uuid4().hex)
+    await publish_event(event)
+
+    def given_up(e: BaseEvent) -> bool:
+        return isinstance(e, TaskDeadLettered) and e.task_name == "listener.probe-flaky"
+
+    (dead,) = await events.wait_for(
+        lambda e: given_up(e) and e.correlation_id == event.correlation_id, timeout=60
+    )
+    assert isinstance(dead, TaskDeadLettered)
+    assert (dead.stream, dead.consumer) == ("EVENTS", "probe-flaky")
+    assert dead.deliveries == client.settings.max_deliver
+    assert event.event_id in dead.payload
+    stored = await client.js.get_msg("EVENTS", dead.stream_seq)  # history keeps the event
+    assert event.event_id.encode() in stored.data
+
+
+async def test_a_worker_puts_back_a_durable_deleted_under_it(
+    client: OneManageBroker,
+    events: EventCollector,
+    start_workers: Callable[..., WorkerProcess],
+) -> None:
+    worker = start_workers(processes=1)
+    await worker.ready(events)
+    await client.js.delete_consumer("TASKS", client.settings.tasks_durable)
+    task = await sleep_for.kiq(0.01)
+    result = await task.wait_result(check_interval=0.05, timeout=60)
+    assert result.return_value == 0.01
+    names = [c.name for c in await client.js.consumers_info("TASKS")]
+    assert client.settings.tasks_durable in names

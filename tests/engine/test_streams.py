@@ -79,3 +79,13 @@ def test_limits_come_from_the_settings() -> None:
     assert events_stream(settings).max_bytes == 5000
     assert tasks_stream(settings).max_age == 60
     assert tasks_stream(settings).duplicate_window == 60  # never above max age
+
+
+def test_a_task_in_an_unknown_lane_is_refused_at_registration() -> None:
+    from engine.broker import broker
+
+    with pytest.raises(ValueError, match="lane 'nightly'"):
+
+        @broker.task(task_name="test.nightly", lane="nightly")
+        async def nightly() -> None:  # pragma: no cover (never registered)
+            ...

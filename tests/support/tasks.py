@@ -77,3 +77,15 @@ async def probe_a(event: BaseEvent) -> None:
 @event_listener("probe-b", "events.test.>")
 async def probe_b(event: BaseEvent) -> None:
     _record("probe-b", event)
+
+
+class FlakyEvent(BaseEvent):
+    """An event whose only reader always fails transiently: it must end as a dead letter."""
+
+    event_type: Literal["test.flaky"] = "test.flaky"
+    event_version: str = "1.0"
+
+
+@event_listener("probe-flaky", "events.test.flaky")
+async def probe_flaky(event: BaseEvent) -> None:
+    raise TransientError("the listener's backend is down")
