@@ -281,10 +281,25 @@ def _locked(data_dir: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _last_port_file(data_dir: Path) -> Path:
+    return nats_dir(data_dir) / "last-port"
+
+
 def ensure(data_dir: Path) -> EmbeddedServer:
-    """Reuse the embedded server of ``data_dir`` or start it; safe across processes."""
+    """Reuse the embedded server of ``data_dir`` or start it; safe across processes.
+
+    A new start takes the port the last server of this data directory had,
+    when it is free: workers still holding that URL reconnect by themselves.
+    """
     with _locked(data_dir):
         running = find_running(data_dir)
         if running is not None:
             return running
-        return start(data_dir)
+        last = _last_port_file(data_dir)
+        server = None
+        with contextlib.suppress(OSError, ValueError, EmbeddedServerError):
+            server = start(data_dir, port=int(last.read_text()))
+        if server is None:
+            server = start(data_dir)
+        last.write_text(str(server.port))
+        return server

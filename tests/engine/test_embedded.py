@@ -58,3 +58,26 @@ def test_a_server_that_cannot_start_reports_its_log(tmp_path: Path) -> None:
             embedded.start(tmp_path / "b", port=first.port, timeout=10)  # port taken
     finally:
         first.stop()
+
+
+def test_a_restarted_embedded_server_keeps_its_port(tmp_path: Path) -> None:
+    first = embedded.ensure(tmp_path)
+    port = first.port
+    first.stop()
+    second = embedded.ensure(tmp_path)  # workers holding the old URL find it again
+    try:
+        assert second.port == port
+    finally:
+        second.stop()
+
+
+def test_a_taken_last_port_falls_back_to_a_free_one(tmp_path: Path) -> None:
+    first = embedded.ensure(tmp_path / "a")
+    try:
+        (embedded.nats_dir(tmp_path / "b")).mkdir(parents=True)
+        (embedded.nats_dir(tmp_path / "b") / "last-port").write_text(str(first.port))
+        other = embedded.ensure(tmp_path / "b")
+        assert other.port != first.port
+        other.stop()
+    finally:
+        first.stop()
