@@ -1,0 +1,108 @@
+"""Publishing events: a connection per publish (the old architecture) against the shared one.
+
+The old system opened a NATS connection in events/client.py for every event, published,
+and closed it. This simulates that with no connection opened outside engine/broker.py:
+for every event it creates a fresh ``OneManageBroker``, connects it, publishes with
+``publish_event(event, broker=fresh)`` and closes it again (``fresh.shutdown()``). The
+new architecture is the process's one broker connection, opened once. Both publish the
+same event to EVENTS with the same ``Nats-Msg-Id`` handling, so the difference is the
+connection alone.
+
+Prints events/s for old and new at a few concurrency levels (publishers running at once)
+and the ratio new / old, measured in the same run on the same private server.
+
+Usage: python -m bench.publish [--events 1000] [--concurrency 1 10 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from typing import Literal
+
+from bench.common import private_server
+from engine.broker import OneManageBroker, broker
+from engine.events.publisher import publish_event
+from engine.events.schemas import BaseEvent
+from engine.streams import ensure_streams
+
+
+class BenchPublished(BaseEvent):
+    """A small event only this benchmark publishes (nobody listens to it)."""
+
+    event_type: Literal["bench.published"] = "bench.published"
+    event_version: str = "1.0"
+    n: int
+    note: str = "x" * 100
+
+
+async def publish_old(n: int) -> None:
+    """One event the old way: connect, publish, close."""
+    fresh = OneManageBroker()
+    # Share the parsed settings: parsing them costs ~3 ms, which the old system paid once.
+    fresh._settings = broker.settings
+    await fresh.connect()
+    try:
+        await publish_event(BenchPublished(n=n), broker=fresh)
+    finally:
+        await fresh.shutdown()  # flush and close this connection
+
+
+async def publish_new(n: int) -> None:
+    """One event the new way: the process's shared connection."""
+    await publish_event(BenchPublished(n=n), broker=broker)
+
+
+async def measure(
+    publish: Callable[[int], Awaitable[None]], events: int, concurrency: int
+) -> tuple[float, float]:
+    """``events`` publishes by ``concurrency`` publishers at once: (events/s, p50 ms)."""
+    latencies: list[float] = []
+    counter = iter(range(events))
+
+    async def publisher() -> None:
+        for n in counter:
+            started = time.perf_counter()
+            await publish(n)
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(publisher() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    return events / elapsed, statistics.median(latencies) * 1000
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=1000, help="events per run")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 10, 50])
+    args = parser.parse_args()
+    server, _ = private_server()
+    try:
+        await broker.startup()
+        await ensure_streams(broker.js, broker.settings)
+        await measure(publish_old, 20, 1)  # warm-up: imports, first connection
+        await measure(publish_new, 20, 1)
+        print(f"{os.cpu_count()} CPUs; {args.events} events per run, one EVENTS stream")
+        print(
+            f"{'publishers':>10} {'old ev/s':>10} {'old p50':>9} "
+            f"{'new ev/s':>10} {'new p50':>9} {'new/old':>8}"
+        )
+        for concurrency in args.concurrency:
+            old_rate, old_p50 = await measure(publish_old, args.events, concurrency)
+            new_rate, new_p50 = await measure(publish_new, args.events, concurrency)
+            print(
+                f"{concurrency:>10} {old_rate:>10,.0f} {old_p50:>7.2f}ms "
+                f"{new_rate:>10,.0f} {new_p50:>7.2f}ms {new_rate / old_rate:>7.1f}x"
+            )
+        await broker.shutdown()
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
