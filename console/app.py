@@ -3,7 +3,7 @@
 With no server configured it starts the embedded nats-server and one worker,
 and stops both on exit; with a server configured it only connects (add
 --with-worker for a local worker). It replays the recent EVENTS history, then
-follows live, read-only: ordered consumers and figures, never a durable, an
+follows live, read-only: ephemeral readers and figures, never a durable, an
 ack, a delete or a purge. Events fold into console.state; a 10 Hz timer draws.
 """
 
@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+from rich.markup import escape
 from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
@@ -145,17 +146,29 @@ class ConsoleApp(App[None]):
         for view in (TaskFlow, Failures, StreamHealth, ConsumerLag, Workers):
             for widget in main.query(view):
                 widget.update_view()
-        main.query_one("#status", Static).update(self.status_line())
+        self._update(main.query_one("#status", Static), self.status_line(), layout=False)
         alerts = self.state.alerts()
         banner = main.query_one("#alerts", Static)
         banner.set_class(bool(alerts), "active")
-        banner.update(
-            "\n".join(
-                f"[{'bold white on red' if a.severity == 'error' else 'bold black on yellow'}]"
-                f" {'✖' if a.severity == 'error' else '⚠'} {a.message} [/]"
-                for a in alerts[:3]
-            )
-        )
+        lines = [
+            f"[{'bold white on red' if a.severity == 'error' else 'bold black on yellow'}]"
+            f" {'✖' if a.severity == 'error' else '⚠'} {escape(a.message)} [/]"
+            for a in alerts[:3]
+        ]
+        if len(alerts) > 3:
+            lines[-1] += f"  [dim](+{len(alerts) - 3} more)[/]"
+        text = "\n".join(lines)
+        grew = text.count("\n") != str(getattr(banner, "_text", "")).count("\n")
+        self._update(banner, text, layout=grew)
+
+    def _update(self, widget: Static, text: str, layout: bool = True) -> None:
+        """Set ``text`` only when it changed: a redraw at 10 Hz is not free, a layout less so.
+
+        ``layout=False`` where the height cannot change (a one-line status).
+        """
+        if getattr(widget, "_text", None) != text:
+            widget._text = text  # type: ignore[attr-defined]
+            widget.update(text, layout=layout)
 
     def status_line(self) -> str:
         s = self.state
@@ -258,6 +271,7 @@ class ConsoleApp(App[None]):
         if event.input.id == "filter":
             self.main.query_one(TaskFlow).set_filter(event.value)
             event.input.remove_class("active")
+            self.refresh_views()
             self.main.query_one("#task-rows").focus()
 
     def action_back(self) -> None:
@@ -269,8 +283,8 @@ class ConsoleApp(App[None]):
             self.pop_screen()
 
     def action_pause(self) -> None:
-        paused = self.main.query_one(TaskFlow).toggle_pause()
-        self.notify("paused: counting goes on, the list waits" if paused else "resumed", timeout=2)
+        self.main.query_one(TaskFlow).toggle_pause()  # the title and status line say PAUSED
+        self.refresh_views()  # show it now, not at the next tick
 
     def on_row_list_chosen(self, event: RowList.Chosen) -> None:
         self.open_details(event.key)

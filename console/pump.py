@@ -19,8 +19,6 @@ from engine.streams import EVENTS, TASKS
 
 logger = logging.getLogger(__name__)
 
-YIELD_EVERY = 200
-
 
 class Pump:
     """Feeds one ConsoleState from one broker connection (read-only)."""
@@ -30,6 +28,7 @@ class Pump:
         self.broker = broker
         self.since = since
         self.ingested = 0
+        self.tail: monitor.EventTail | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -39,29 +38,28 @@ class Pump:
         ]
 
     async def stop(self) -> None:
+        """Cancel until done: on Python 3.11 a single cancel can be lost inside nats-py."""
         for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+            while not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=0.5)
 
     async def ingest(self) -> None:
-        """History from ``since`` ago, then live; resumes after the last sequence on errors."""
-        start: datetime | int = datetime.now(UTC) - self.since
-        while True:
-            try:
-                async for delivered in monitor.tail(self.broker.js, start, on_idle=self._idle):
-                    self.state.fold(parse_event(delivered.data), delivered.seq)
-                    start = delivered.seq + 1
-                    if delivered.pending == 0:
-                        self.state.caught_up = True
-                    self.ingested += 1
-                    if self.ingested % YIELD_EVERY == 0:
-                        await asyncio.sleep(0)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the server went away: report, retry
-                logger.warning("event tail interrupted: %s: %s", type(exc).__name__, exc)
-                self.state.connection.error = f"{type(exc).__name__}: {exc}"
-                await asyncio.sleep(1)
+        """History from ``since`` ago, then live, until stopped."""
+        tail = self.tail = monitor.EventTail(
+            self.broker.js,
+            self.broker.nc,
+            datetime.now(UTC) - self.since,
+            self._fold,
+            on_idle=self._idle,
+        )
+        await tail.run()
+
+    def _fold(self, delivered: monitor.Delivered) -> None:
+        self.state.fold(parse_event(delivered.data), delivered.seq)
+        if delivered.pending == 0:
+            self.state.caught_up = True
+        self.ingested += 1
 
     def _idle(self) -> None:
         self.state.caught_up = True  # nothing more stored: the history is all in

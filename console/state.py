@@ -46,6 +46,7 @@ _RANK = {
     "failed": 3,
     "dead_lettered": 4,
 }
+MAX_STEPS = 100  # a workflow row keeps the timings of at most this many steps
 FAILED_STATES = frozenset({"failed", "dead_lettered"})
 DONE_STATES = frozenset({"succeeded", "completed"}) | FAILED_STATES
 
@@ -197,6 +198,7 @@ class ConsoleState:
         self.max_rows = max_rows
         self.max_failures = max_failures
         self.trace_budget = trace_budget
+        self.trace_cap = max(1, min(2000, trace_budget))  # events kept per correlation id
         self.clock = clock
         self.rows: OrderedDict[str, Row] = OrderedDict()
         self.failures: OrderedDict[str, Row] = OrderedDict()
@@ -218,6 +220,7 @@ class ConsoleState:
         self.last_seq = 0
         self.caught_up = False
         self.version = 0  # bumped on every change, so views redraw only when needed
+        self.failures_version = 0  # bumped when a row fails
 
     # -- events -------------------------------------------------------------------
 
@@ -252,6 +255,9 @@ class ConsoleState:
             trace = self.traces[correlation] = []
         else:
             self.traces.move_to_end(correlation)
+        if len(trace) >= self.trace_cap:  # one busy id must not take the whole budget
+            del trace[0]
+            self._trace_events -= 1
         trace.append(event)
         self._trace_events += 1
         while self._trace_events > self.trace_budget and len(self.traces) > 1:
@@ -284,6 +290,7 @@ class ConsoleState:
         if row.done and not was_done:
             self.outcomes[state] += 1
         if row.failed:
+            self.failures_version += 1
             self.failures[row.key] = row
             self.failures.move_to_end(row.key)
             while len(self.failures) > self.max_failures:
@@ -327,7 +334,7 @@ class ConsoleState:
 
     def _workflow_progress(self, event: PsdWorkflowSubmitted | PsdStepCompleted) -> None:
         row = self._row(event.workflow_id, "workflow", f"psd {event.filename}", event, "submitted")
-        if isinstance(event, PsdStepCompleted):
+        if isinstance(event, PsdStepCompleted) and len(row.steps) < MAX_STEPS:
             row.steps.append((event.step, event.duration_ms))
             row.step = event.step
             self._advance(row, "running", event)
@@ -470,7 +477,7 @@ class ConsoleState:
         if self.unreadable:
             reasons = ", ".join(f"{n} {r}" for r, n in self.unreadable.most_common())
             last = self.last_unreadable[-1] if self.last_unreadable else None
-            latest = f"; latest: {last.event_type or '?'} {last.detail[:80]}" if last else ""
+            latest = f"; latest: {last.detail[:70]}" if last else ""
             alerts.append(
                 Alert(
                     "warning",

@@ -1,7 +1,8 @@
 """The read-only view of the system: stream and consumer figures, event history, workers.
 
 Nothing here acknowledges, deletes, purges or creates a durable: history is
-read through ordered (ephemeral) consumers and figures through stream_info and
+read through ephemeral consumers (ordered ones, or the console's nameless
+pull reader) and figures through stream_info and
 consumer_info, so a monitoring user can be locked down to read-only rights.
 """
 
@@ -17,8 +18,9 @@ from datetime import UTC, datetime, timedelta
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, ConsumerInfo, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 from nats.js.errors import APIError, NotFoundError
 
 from engine.events.schemas import BaseEvent, WorkerHeartbeat, parse_event
@@ -105,7 +107,7 @@ async def consumer_figures(js: JetStreamContext) -> list[ConsumerFigures]:
             continue
         for consumer in consumers:
             if not consumer.config.durable_name:
-                continue  # an ordered reader (a console, a history read): nobody's backlog
+                continue  # an ephemeral reader (a console, a history read): nobody's backlog
             figures.append(
                 ConsumerFigures(
                     stream=stream,
@@ -178,7 +180,10 @@ async def _stored(
         try:
             while True:
                 try:
-                    msg = await subscription.next_msg(timeout=idle)
+                    # asyncio.timeout, not next_msg(timeout=): on Python 3.11 the wait_for
+                    # inside nats-py can swallow a cancel, and a reader would never stop.
+                    async with asyncio.timeout(idle):
+                        msg = await subscription.next_msg(timeout=None)
                 except TimeoutError:
                     if until_caught_up:
                         return
@@ -261,20 +266,111 @@ class Delivered:
     data: bytes
 
 
-async def tail(
-    js: JetStreamContext,
-    start: datetime | int,
-    subject: str = EVENTS_SUBJECTS,
-    on_idle: Callable[[], None] | None = None,
-) -> AsyncIterator[Delivered]:
-    """Raw EVENTS from a time or a stream sequence on, history then live.
+class EventTail:
+    """EVENTS from a time or a sequence on, history then live, handed to ``deliver`` in order.
 
-    For readers that parse themselves. ``pending`` reaching 0, or ``on_idle``
-    (nothing stored in the window at all), means what follows is live.
+    The console's reader, built for rate and bounded memory. An ephemeral pull
+    consumer (created without a name: the server refuses a durable on that API
+    subject, so a read-only user can have it) is asked for ``batch`` messages
+    at a time, and the next request goes out only when a batch is folded: the
+    client never holds more than one batch (a push reader let nats-py buffer
+    hundreds of thousands of messages ahead of the fold). Messages arrive on a
+    plain callback subscription: nats-py's fetch() costs a task and a timer per
+    message, which capped reading at ~20k/s. ``deliver`` folds synchronously
+    and the event loop gets a turn after every batch. When a request ends
+    empty, the reader checks that its consumer still exists (a restarted server
+    loses it) and otherwise makes a new one from the next sequence;
+    ``on_idle`` is told when nothing is left to read.
     """
-    async for msg in _stored(js, start, subject, on_idle=on_idle):
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        nc: Client,
+        start: datetime | int,
+        deliver: Callable[[Delivered], None],
+        on_idle: Callable[[], None] | None = None,
+        subject: str = EVENTS_SUBJECTS,
+        idle: float = 1.0,
+        batch: int = 250,
+    ) -> None:
+        self.js = js
+        self.nc = nc
+        self.position = start
+        self.deliver = deliver
+        self.on_idle = on_idle
+        self.subject = subject
+        self.idle = idle
+        self.batch = batch
+        self.received = 0
+        self._left = 0  # messages still due on the current request
+        self._ended = asyncio.Event()
+        self._subscription: Subscription | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Messages received and not folded yet: never more than one batch."""
+        return self._subscription.pending_msgs if self._subscription is not None else 0
+
+    async def _on_msg(self, msg: Msg) -> None:
+        status = msg.headers.get("Status") if msg.headers else None
+        if status is not None:
+            if status != "100":  # 404 nothing left, 408 expired, 409 gone: this request ended
+                self._ended.set()
+            return
         metadata = msg.metadata
-        yield Delivered(metadata.sequence.stream, metadata.num_pending, msg.data)
+        self.position = metadata.sequence.stream + 1
+        self.received += 1
+        self._left -= 1
+        self.deliver(Delivered(metadata.sequence.stream, metadata.num_pending, msg.data))
+        if self._left <= 0:
+            self._ended.set()
+
+    async def _consumer(self) -> str:
+        config = _from(self.position)
+        config.ack_policy = AckPolicy.NONE
+        config.filter_subject = self.subject
+        config.inactive_threshold = 10.0  # the server drops it soon after we are gone
+        return str((await self.js.add_consumer(EVENTS, config)).name)
+
+    async def run(self) -> None:
+        """Read until cancelled; connection trouble is waited out, never raised."""
+        inbox = self.nc.new_inbox()
+        subscription = self._subscription = await self.nc.subscribe(inbox, cb=self._on_msg)
+        try:
+            while True:
+                try:
+                    name = await self._consumer()
+                except Exception:  # no stream yet, or not connected: try again soon
+                    await asyncio.sleep(1)
+                    continue
+                await self._pull(name, inbox)
+        finally:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+
+    async def _pull(self, name: str, inbox: str) -> None:
+        """Request batches from consumer ``name`` until it is lost."""
+        request_subject = f"$JS.API.CONSUMER.MSG.NEXT.{EVENTS}.{name}"
+        request = json.dumps({"batch": self.batch, "expires": int(self.idle * 1e9)}).encode()
+        while True:
+            before = self.received
+            self._left = self.batch
+            self._ended.clear()
+            try:
+                await self.nc.publish(request_subject, request, reply=inbox)
+                async with asyncio.timeout(self.idle + 2):
+                    await self._ended.wait()
+            except Exception:  # not connected, or no answer at all
+                await asyncio.sleep(0.5)
+            if self.received == before:
+                try:
+                    await self.js.consumer_info(EVENTS, name)
+                except Exception:
+                    return  # the reader is gone: a new one from ``position``
+                if self.on_idle is not None:
+                    self.on_idle()
+            await asyncio.sleep(0)  # a turn for the screen after every batch
 
 
 async def round_trip_ms(nc: Client) -> float:

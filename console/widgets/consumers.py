@@ -6,7 +6,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
-from console.format import age, eta
+from console.format import age, eta, once_a_second, redraw
 from console.state import ConsoleState
 
 
@@ -20,9 +20,14 @@ class ConsumerLag(Static):
 
     def update_view(self) -> None:
         now = self.state.clock()
-        table = Table(box=None, expand=True, padding=(0, 1), header_style="bold dim")
-        table.add_column("durable", no_wrap=True, min_width=18)
-        for title in ("pending", "unacked", "redel", "pulls", "floor", "active", "drains"):
+        if not once_a_second(self, now, 0.33):
+            return
+        table = Table(
+            box=None, expand=True, padding=(0, 1), collapse_padding=True, pad_edge=False,
+            header_style="bold dim",
+        )  # fmt: skip
+        table.add_column("durable", no_wrap=True, min_width=16)
+        for title in ("pend", "unack", "redel", "pulls", "floor", "active", "drains"):
             table.add_column(title, justify="right", no_wrap=True)
         for key, view in sorted(self.state.consumers.items()):
             f = view.figures
@@ -36,4 +41,4 @@ class ConsumerLag(Static):
             )  # fmt: skip
         if not self.state.consumers:
             table.add_row("(no durables yet: no worker has started)")
-        self.update(table)
+        redraw(self, table, len(table.rows))

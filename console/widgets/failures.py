@@ -6,23 +6,17 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Static
 
-from console.format import STATE_STYLES
 from console.state import ConsoleState
-from console.widgets.rows import Column, RowList
+from console.widgets.rows import Column, RowList, state_column
 
 
 class FailureRows(RowList):
     COLUMNS = (
         Column("time", 9, lambda r: r.updated.astimezone().strftime("%H:%M:%S")),
-        Column("task / workflow", 30, lambda r: r.name),
-        Column(
-            "state",
-            14,
-            lambda r: r.state.replace("_", " "),
-            lambda r: STATE_STYLES.get(r.state, ""),
-        ),
+        Column("task / workflow", 24, lambda r: r.name),
+        state_column(14),
         Column("step", 9, lambda r: r.step or ""),
-        Column("error", 18, lambda r: r.error_type or "", lambda r: "red"),
+        Column("error", 16, lambda r: r.error_type or "", lambda r: "red"),
         Column("message", 0, lambda r: r.error_message or ""),
     )
 
@@ -37,6 +31,7 @@ class Failures(Vertical):
         super().__init__(id="failures")
         self.state = state
         self._shown_version = -1
+        self._header = ""
 
     def compose(self) -> ComposeResult:
         yield Static(id="failures-header")
@@ -44,11 +39,16 @@ class Failures(Vertical):
 
     def update_view(self) -> None:
         rows = self.query_one(FailureRows)
-        self.query_one("#failures-header", Static).update(rows.header(rows.size.width or 100))
+        header = rows.header(rows.size.width or 100)
+        if header != self._header:
+            self._header = header
+            self.query_one("#failures-header", Static).update(header, layout=False)
         outcomes = self.state.outcomes
-        self.border_title = (
+        title = (
             f"Failures ({outcomes['failed']:,} failed, {outcomes['dead_lettered']:,} dead-lettered)"
         )
-        if self.state.version != self._shown_version:
-            self._shown_version = self.state.version
+        if title != self.border_title:
+            self.border_title = title
+        if self.state.failures_version != self._shown_version:
+            self._shown_version = self.state.failures_version
             rows.set_rows(self.state.failure_rows())

@@ -46,7 +46,7 @@ class HelpScreen(ModalScreen[None]):
             yield Static(table)
             yield Static(
                 f"\nRemap any key by its binding id in [b]{default_path()}[/b]:\n"
-                '  [keys]\n  submit = "ctrl+s"\n'
+                '  \\[keys]\n  submit = "ctrl+s"\n'
                 "Filter with /: words, state:failed, task:NAME, worker:ID, -word to exclude.\n"
                 "Ctrl+P opens the command palette with every action."
             )

@@ -18,6 +18,7 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from console.format import STATE_STYLES
 from console.state import Row
 
 
@@ -27,6 +28,16 @@ class Column:
     width: int  # 0: takes the room the others leave
     cell: Callable[[Row], str]
     style: Callable[[Row], str] = lambda row: ""
+
+
+def state_column(width: int) -> Column:
+    """The coloured state of a row, shared by the task flow and the failures."""
+    return Column(
+        "state",
+        width,
+        lambda row: row.state.replace("_", " "),
+        lambda row: STATE_STYLES.get(row.state, ""),
+    )
 
 
 def _cell(text: str, width: int) -> str:
@@ -61,6 +72,12 @@ class RowList(ScrollView, can_focus=True):
         def __init__(self, key: str) -> None:
             super().__init__()
             self.key = key
+
+    def on_focus(self) -> None:
+        self.refresh()  # the cursor shows only where the keys go
+
+    def on_blur(self) -> None:
+        self.refresh()
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -120,9 +137,8 @@ class RowList(ScrollView, can_focus=True):
         if index >= len(self.rows):
             return Strip.blank(width)
         row = self.rows[index]
-        highlight = (
-            self.get_component_rich_style("rowlist--cursor") if index == self.cursor else None
-        )
+        cursor = index == self.cursor and self.has_focus  # shown only where the keys go
+        highlight = self.get_component_rich_style("rowlist--cursor") if cursor else None
         segments = []
         for column, cells in self._widths(width):
             style = Style.parse(column.style(row) or "none")

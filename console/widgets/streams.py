@@ -7,7 +7,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
-from console.format import age, size, sparkline
+from console.format import age, once_a_second, redraw, size, sparkline
 from console.state import ConsoleState
 
 SPARK_WIDTH = 16
@@ -23,6 +23,8 @@ class StreamHealth(Static):
 
     def update_view(self) -> None:
         now = self.state.clock()
+        if not once_a_second(self, now):
+            return
         link = self.state.connection
         if link.connected:
             rtt = f"{link.rtt_ms:.1f} ms" if link.rtt_ms is not None else "?"
@@ -59,4 +61,4 @@ class StreamHealth(Static):
             )  # fmt: skip
         if not self.state.streams:
             table.add_row("(no figures yet)")
-        self.update(Group(server, table, rates))
+        redraw(self, Group(server, table, rates), len(table.rows) + len(rates.rows))

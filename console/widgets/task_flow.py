@@ -6,9 +6,9 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Static
 
-from console.format import STATE_STYLES, duration
+from console.format import duration
 from console.state import ConsoleState, Row, RowFilter
-from console.widgets.rows import Column, RowList
+from console.widgets.rows import Column, RowList, state_column
 
 SHOWN = 1000
 
@@ -30,16 +30,11 @@ def _detail(row: Row) -> str:
 class TaskRows(RowList):
     COLUMNS = (
         Column("time", 9, lambda r: r.created.astimezone().strftime("%H:%M:%S")),
-        Column("task / workflow", 30, _name, lambda r: "bold" if r.kind == "workflow" else ""),
-        Column(
-            "state",
-            14,
-            lambda r: r.state.replace("_", " "),
-            lambda r: STATE_STYLES.get(r.state, ""),
-        ),
-        Column("worker", 16, lambda r: r.worker or ""),
-        Column("duration", 10, lambda r: duration(r.duration_ms)),
-        Column("correlation", 12, lambda r: r.correlation_id[:10]),
+        Column("task / workflow", 24, _name, lambda r: "bold" if r.kind == "workflow" else ""),
+        state_column(14),
+        Column("worker", 14, lambda r: r.worker or ""),
+        Column("duration", 9, lambda r: duration(r.duration_ms)),
+        Column("corr.", 9, lambda r: r.correlation_id[:8]),
         Column("", 0, _detail, lambda r: "red" if r.failed else "dim"),
     )
 
@@ -58,6 +53,7 @@ class TaskFlow(Vertical):
         self.row_filter = RowFilter()
         self.paused = False
         self._shown_version = -1
+        self._header = ""
 
     def compose(self) -> ComposeResult:
         yield Static(id="task-flow-header")
@@ -81,13 +77,17 @@ class TaskFlow(Vertical):
     def update_view(self) -> None:
         """Called by the app's refresh timer; cheap when nothing changed."""
         rows = self.rows
-        self.query_one("#task-flow-header", Static).update(rows.header(rows.size.width or 100))
+        header = rows.header(rows.size.width or 100)
+        if header != self._header:  # redraw text only when it changed: this runs at 10 Hz
+            self._header = header
+            self.query_one("#task-flow-header", Static).update(header, layout=False)
         title = f"Task flow ({len(self.state.rows):,} kept, {self.state.evicted_rows:,} evicted)"
         if self.row_filter:
             title += f"  filter: {self.row_filter.text}"
         if self.paused:
-            title += "  [PAUSED: space resumes]"
-        self.border_title = title
+            title += "  PAUSED"
+        if title != self.border_title:
+            self.border_title = title
         if self.paused or self.state.version == self._shown_version:
             return
         self._shown_version = self.state.version

@@ -7,7 +7,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
-from console.format import age, duration
+from console.format import age, duration, once_a_second, redraw
 from console.state import ConsoleState
 
 
@@ -21,6 +21,8 @@ class Workers(Static):
 
     def update_view(self) -> None:
         now = self.state.clock()
+        if not once_a_second(self, now, 0.66):
+            return
         table = Table(box=None, expand=True, padding=(0, 1), header_style="bold dim")
         table.add_column("worker", no_wrap=True, ratio=1)
         table.add_column("state", no_wrap=True)
@@ -46,4 +48,5 @@ class Workers(Static):
             timings.add_column(title, justify="right")
         for name, kept, p50, p95 in self.state.task_percentiles():
             timings.add_row(name, f"{kept:,}", duration(p50), duration(p95))
-        self.update(Group(table, Text(""), timings) if self.state.durations else table)
+        shown = Group(table, Text(""), timings) if self.state.durations else table
+        redraw(self, shown, len(table.rows) + len(timings.rows))

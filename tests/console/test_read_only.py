@@ -2,7 +2,7 @@
 
 House rule 6, proved: a server with permissions, an admin that plays the
 workers, and a watcher user that can only read stream and consumer figures
-and create ephemeral (ordered) readers on EVENTS.
+and create and pull ephemeral (nameless, ack-less) readers on EVENTS.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ accounts {
           publish: { allow: [
             "$JS.API.INFO", "$JS.API.STREAM.INFO.*", "$JS.API.STREAM.NAMES",
             "$JS.API.CONSUMER.LIST.*", "$JS.API.CONSUMER.NAMES.*", "$JS.API.CONSUMER.INFO.*.*",
-            "$JS.API.CONSUMER.CREATE.EVENTS", "$JS.FC.EVENTS.>"
+            "$JS.API.CONSUMER.CREATE.EVENTS", "$JS.API.CONSUMER.MSG.NEXT.EVENTS.*"
           ] }
           subscribe: { allow: ["_INBOX.>"] }
       } }

@@ -260,3 +260,12 @@ def test_stream_rates_in_and_out() -> None:
     view = state.streams["TASKS"]
     assert list(view.rate_in) == [100.0]
     assert list(view.rate_out) == [25.0]
+
+
+def test_one_busy_correlation_cannot_take_more_than_the_budget() -> None:
+    state = ConsoleState(trace_budget=1000)
+    for n in range(5000):
+        state.fold(TaskQueued(task_id=f"t{n}", task_name="x", correlation_id="busy",
+                              timestamp=at(n)))  # fmt: skip
+    assert sum(len(t) for t in state.traces.values()) <= 1000
+    assert state.trace("busy")[-1].task_id == "t4999"  # the newest are kept
