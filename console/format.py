@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from rich.console import RenderableType
-from rich.text import Text
 from textual.widgets import Static
 
 SPARKS = "▁▂▃▄▅▆▇█"
@@ -73,10 +72,6 @@ def sparkline(values: Sequence[float], width: int) -> str:
     return "".join(
         SPARKS[min(int(m / top * (len(SPARKS) - 1) + 0.5), len(SPARKS) - 1)] for m in means
     )
-
-
-def state_text(state: str) -> Text:
-    return Text(state.replace("_", " "), style=STATE_STYLES.get(state, ""))
 
 
 def once_a_second(widget: object, now: datetime, phase: float = 0.0) -> bool:

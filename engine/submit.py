@@ -94,11 +94,6 @@ async def submit_psd(data: bytes, filename: str, progress: Progress | None = Non
     return Submission(workflow_id, filename, key, len(data), submitted_at)
 
 
-async def submit_file(path: Path, progress: Progress | None = None) -> Submission:
-    data = read_psd_file(path, broker.settings.max_upload_bytes)
-    return await submit_psd(data, path.name, progress)
-
-
 async def follow_workflow(submission: Submission) -> AsyncIterator[BaseEvent]:
     """The events of one workflow in order, ending with its outcome event."""
     since = submission.submitted_at - timedelta(seconds=1)
