@@ -63,39 +63,43 @@ class NatsKVResultBackend(AsyncResultBackend[Any]):
             self.broker.retry_later(task_id)
             raise
 
-    async def is_result_ready(self, task_id: str) -> bool:
-        try:
-            kv = await self._bucket()
-            return await kv.get(task_id) is not None
-        except (KeyNotFoundError, BucketNotFoundError):
-            return False
-
-    async def get_result(self, task_id: str, with_logs: bool = False) -> TaskiqResult[Any]:
+    async def _stored(self, task_id: str) -> bytes | None:
+        """The stored result of ``task_id``, or None when there is none (yet)."""
         try:
             entry = await (await self._bucket()).get(task_id)
-        except (KeyNotFoundError, BucketNotFoundError) as exc:
-            raise ResultGetError() from exc
-        if entry.value is None:
+        except (KeyNotFoundError, BucketNotFoundError):
+            return None
+        return entry.value
+
+    async def is_result_ready(self, task_id: str) -> bool:
+        return await self._stored(task_id) is not None
+
+    async def get_result(self, task_id: str, with_logs: bool = False) -> TaskiqResult[Any]:
+        value = await self._stored(task_id)
+        if value is None:
             raise ResultGetError()
-        return TaskiqResult[Any].model_validate_json(entry.value)
+        return TaskiqResult[Any].model_validate_json(value)
 
 
 async def await_result(broker: OneManageBroker, task_id: str, timeout: float) -> TaskiqResult[Any]:
     """Wait for ``task_id``'s result without polling: the KV put is pushed to us.
 
     taskiq's wait_result polls every 0.2 s (about 200 ms per orchestrated step);
-    here a core subscription on the key's subject wakes us as the result lands.
+    here a core subscription on the key's subject wakes us as the result lands,
+    and the message it receives is the result itself (no second read).
     Raises TimeoutError after ``timeout`` seconds.
     """
     backend = broker.result_backend
+    assert isinstance(backend, NatsKVResultBackend)
+    # Subscribe before looking, so a result stored in between is not missed.
     subscription = await broker.nc.subscribe(f"$KV.{RESULTS_BUCKET}.{task_id}", max_msgs=1)
     try:
-        if not await backend.is_result_ready(task_id):
-            await subscription.next_msg(timeout=timeout)
+        value = await backend._stored(task_id)
+        if value is None:
+            value = (await subscription.next_msg(timeout=timeout)).data
     except nats.errors.TimeoutError as exc:
         raise TimeoutError(f"no result for task {task_id} within {timeout:.0f}s") from exc
     finally:
         with contextlib.suppress(Exception):
             await subscription.unsubscribe()
-    result: TaskiqResult[Any] = await backend.get_result(task_id)
-    return result
+    return TaskiqResult[Any].model_validate_json(value)
