@@ -15,7 +15,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from engine.services.psd import Limits
+from engine.services.limits import Limits
 
 
 def default_data_dir() -> Path:

@@ -32,6 +32,7 @@ from psd_tools.psd.parse_limits import ParseLimitError, ParseLimits
 from pydantic import BaseModel, Field
 
 from engine.services import sandbox
+from engine.services.limits import Limits
 
 Image.preinit()  # PIL's PNG plugin, loaded once here rather than in every render child
 
@@ -62,22 +63,6 @@ class PsdError(Exception):
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
-
-
-class Limits(BaseModel):
-    """Guards against hostile or oversized files; every one configurable."""
-
-    max_file_bytes: int = 2 * 1024**3
-    max_canvas_pixels: int = 100_000_000  # 10k x 10k
-    max_layer_pixels: int = 100_000_000
-    max_depth: int = 32
-    max_layers: int = 2000
-    max_decompressed_bytes: int = 2 * 1024**3
-    render_timeout_s: float = 120.0
-    render_memory_bytes: int = 3 * 1024**3
-    # Structures psd-tools may parse (records, descriptor items, text engine tokens): real
-    # files measure ~850 per layer, and psd-tools' own default of 1M would refuse big ones.
-    max_parsed_objects: int = 4_000_000
 
 
 class DocumentInfo(BaseModel):
