@@ -23,13 +23,19 @@ STATE_STYLES = {
 
 
 def duration(ms: float | None) -> str:
+    """Milliseconds to three significant digits in ms, s or min: 5.21 ms, 52.1 s, 8.70 min."""
     if ms is None:
         return ""
-    if ms < 1000:
-        return f"{ms:.0f} ms"
-    if ms < 60_000:
-        return f"{ms / 1000:.1f} s"
-    return f"{ms / 60_000:.1f} min"
+    value, unit = (
+        (ms, "ms") if ms < 1000 else (ms / 1000, "s") if ms < 60_000 else (ms / 60_000, "min")
+    )
+    digits = 2 if value < 10 else 1 if value < 100 else 0
+    return f"{value:.{digits}f} {unit}"
+
+
+def state_style(state: str) -> str:
+    """How a task or workflow state is coloured, wherever it is shown."""
+    return STATE_STYLES.get(state, "")
 
 
 def age(then: datetime | None, now: datetime) -> str:

@@ -26,6 +26,7 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane, Tabs, Tree
 from textual.widgets.tree import TreeNode
 
+from console.format import duration, state_style
 from console.state import ConsoleState, Row
 from console.widgets.image import ImageView, decode_image
 from engine.events.schemas import (
@@ -50,12 +51,6 @@ _EIGHTHS = " ▏▎▍▌▋▊▉"
 # -- formatting (pure) -------------------------------------------------------------------
 
 
-def format_duration(ms: float | None) -> str:
-    if ms is None:
-        return ""
-    return f"{ms / 1000:.3f} s" if ms >= 1000 else f"{ms:.1f} ms"
-
-
 def duration_bar(ms: float | None, longest: float, width: int = BAR_WIDTH) -> str:
     """A bar of ``width`` cells, full for ``longest``, in eighths of a cell."""
     if ms is None or ms <= 0 or longest <= 0:
@@ -63,16 +58,6 @@ def duration_bar(ms: float | None, longest: float, width: int = BAR_WIDTH) -> st
     eighths = max(1, round(min(ms / longest, 1.0) * width * 8))
     full, part = divmod(eighths, 8)
     return "█" * full + (_EIGHTHS[part] if part else "")
-
-
-def state_style(state: str) -> str:
-    if state in ("failed", "dead_lettered"):
-        return "bold red"
-    if state == "retrying":
-        return "bold yellow"
-    if state in ("succeeded", "completed"):
-        return "bold green"
-    return "bold cyan" if state == "running" else "bold"
 
 
 def event_style(event: BaseEvent) -> str:
@@ -97,8 +82,8 @@ def event_subject(event: BaseEvent) -> str:
 
 
 def event_duration(event: BaseEvent) -> float | None:
-    duration = getattr(event, "duration_ms", None)
-    return float(duration) if isinstance(duration, int | float) else None
+    value = getattr(event, "duration_ms", None)
+    return float(value) if isinstance(value, int | float) else None
 
 
 def belongs_to(event: BaseEvent, key: str) -> bool:
@@ -133,13 +118,15 @@ def header_text(row: Row | None, key: str, events: list[BaseEvent], evicted: boo
             "\nIts row and events were evicted from the console's memory, or never seen.",
         )
     text = Text.assemble(
-        (row.name, "bold"), "  ", (f" {row.state} ", f"reverse {state_style(row.state)}")
+        (row.name, "bold"),
+        "  ",
+        (f" {row.state} ", f"reverse bold {state_style(row.state)}".strip()),
     )
     text.append(f"  {row.kind}", "dim")
     if evicted:
         text.append(f"  (evicted from the list; rebuilt from {len(events)} events)", "dim italic")
     facts = [
-        f"duration {format_duration(row.duration_ms) or '—'}",
+        f"duration {duration(row.duration_ms) or '—'}",
         f"worker {row.worker or '—'}",
         f"attempt {row.attempt}",
     ]
@@ -176,7 +163,7 @@ def _steps_text(steps: list[tuple[str, float]]) -> Text:
     for index, (step, ms) in enumerate(steps):
         text.append(" · " if index else "")
         text.append(f"{step} ", "bold")
-        text.append(format_duration(ms), "bold yellow" if ms == slowest and len(steps) > 1 else "")
+        text.append(duration(ms), "bold yellow" if ms == slowest and len(steps) > 1 else "")
     return text
 
 
@@ -234,15 +221,15 @@ def _timeline_rows(
     for event in events:
         dim = own_key is not None and not belongs_to(event, own_key)
         base = "dim" if dim else ""
-        duration = event_duration(event)
+        ms = event_duration(event)
         offset = (event.timestamp - first).total_seconds()
         cells = [
             Text(f"+{offset:.3f} s", base, justify="right"),
             Text(event.event_type, f"{base} {event_style(event)}".strip()),
             Text(event_subject(event), base),
-            Text(format_duration(duration), base, justify="right"),
+            Text(duration(ms), base, justify="right"),
             Text(str(getattr(event, "worker_id", "") or ""), base or "dim"),
-            Text(duration_bar(duration, longest), f"{base} green".strip()),
+            Text(duration_bar(ms, longest), f"{base} green".strip()),
         ]
         rows.append((event, cells))
     return rows

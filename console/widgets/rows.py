@@ -18,7 +18,7 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from console.format import STATE_STYLES
+from console.format import state_style
 from console.state import Row
 
 
@@ -36,7 +36,7 @@ def state_column(width: int) -> Column:
         "state",
         width,
         lambda row: row.state.replace("_", " "),
-        lambda row: STATE_STYLES.get(row.state, ""),
+        lambda row: state_style(row.state),
     )
 
 

@@ -36,8 +36,8 @@ class StreamHealth(Static):
             )  # fmt: skip
         table = Table(box=None, expand=True, padding=(0, 1), header_style="bold dim")
         for title in ("stream", "msgs", "bytes", "seq", "first", "last", "cons"):
-            justify = "left" if title in ("stream", "seq") else "right"
-            table.add_column(title, justify=justify, no_wrap=True)
+            left = title in ("stream", "seq")
+            table.add_column(title, justify="left" if left else "right", no_wrap=True)
         rates = Table(box=None, expand=True, padding=(0, 1), show_header=False)
         rates.add_column("stream", no_wrap=True)
         rates.add_column("in", no_wrap=True, ratio=1)

@@ -232,7 +232,7 @@ async def test_workflow_timeline_lists_every_event_in_order_with_offsets() -> No
         header = text_of(screen.query_one("#detail-header", Static))
         assert "psd demo.psd" in header and "completed" in header
         assert f"correlation {WF}" in header and "worker w-a:1" in header
-        assert "parse 51.5 ms" in header and "preview 643.0 ms" in header
+        assert "parse 51.5 ms" in header and "preview 643 ms" in header
 
 
 async def test_selecting_an_event_shows_its_json() -> None:
