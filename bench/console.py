@@ -1,7 +1,7 @@
 """The console under load: ingest rate, key-press latency at 5,000 events/s, RSS over 1M events.
 
 (a) Ingest: N events (default 200,000) are stored in EVENTS first, then the real Pump
-    (monitor.EventTail + parse_event + ConsoleState.fold) reads and folds that backlog. The
+    (monitor.EventReader + parse_event + ConsoleState.fold) reads and folds that backlog. The
     baselines, measured in the same run on the same data: reading the stream alone,
     parse_event alone and fold alone, in memory.
 (b) Keys: the real ConsoleApp runs headless (run_test) on the same server while a second
@@ -47,8 +47,8 @@ from engine.events.schemas import (
     TaskSucceeded,
     WorkerHeartbeat,
     parse_event,
-    utc_now,
 )
+from engine.identity import utc_now
 
 TARGET_INGEST = 20_000  # events/s absorbed
 TARGET_KEY_P95_MS = 100.0  # at 5,000 events/s
@@ -162,7 +162,7 @@ def rate(count: int, seconds: float) -> str:
 async def pump_until(state: ConsoleState, target_seq: int, since: timedelta) -> float:
     """The real Pump's ingest into ``state`` until ``target_seq`` is folded; seconds taken."""
     from console.pump import Pump
-    from engine.broker import broker
+    from engine.app import broker
 
     pump = Pump(state, broker, since)
     started = time.perf_counter()
@@ -179,8 +179,8 @@ async def pump_until(state: ConsoleState, target_seq: int, since: timedelta) -> 
             await asyncio.wait({task}, timeout=0.5)
 
 
-async def read_raw(js: Any, nc: Any, first_seq: int, count: int) -> tuple[list[bytes], float]:
-    """The stored payloads from ``first_seq``, read through monitor.EventTail, not decoded."""
+async def read_raw(broker: Any, first_seq: int, count: int) -> tuple[list[bytes], float]:
+    """The stored payloads from ``first_seq``, read through monitor.EventReader, not decoded."""
     payloads: list[bytes] = []
     done = asyncio.Event()
 
@@ -190,7 +190,7 @@ async def read_raw(js: Any, nc: Any, first_seq: int, count: int) -> tuple[list[b
             done.set()
 
     started = time.perf_counter()
-    reader = asyncio.create_task(monitor.EventTail(js, nc, first_seq, keep).run())
+    reader = asyncio.create_task(monitor.EventReader(broker, first_seq).run(keep))
     await done.wait()
     elapsed = time.perf_counter() - started
     while not reader.done():
@@ -200,7 +200,7 @@ async def read_raw(js: Any, nc: Any, first_seq: int, count: int) -> tuple[list[b
 
 
 async def bench_ingest(events: int) -> None:
-    from engine.broker import broker
+    from engine.app import broker
 
     js = broker.js
     run = f"ingest{os.getpid()}"
@@ -212,7 +212,7 @@ async def bench_ingest(events: int) -> None:
     state = ConsoleState()
     seconds = await pump_until(state, last, timedelta(days=1))
     absorbed = state.events
-    payloads, read_seconds = await read_raw(js, broker.nc, first, events)
+    payloads, read_seconds = await read_raw(broker, first, events)
 
     started = time.perf_counter()
     parsed = [parse_event(payload) for payload in payloads]
@@ -247,7 +247,7 @@ async def bench_ingest(events: int) -> None:
 
 async def publisher(rate_per_s: float) -> None:
     """The second process: publish at ``rate_per_s`` until SIGTERM; a JSON summary on stdout."""
-    from engine.broker import broker
+    from engine.app import broker
 
     await broker.connect()  # this process's one connection, as everywhere (house rule 1)
     js = broker.js
@@ -295,7 +295,7 @@ async def bench_keys(presses: int, rate_per_s: float) -> None:
 
     from console.app import ConsoleApp, ConsoleOptions
     from console.widgets.task_flow import TaskFlow
-    from engine.broker import broker
+    from engine.app import broker
 
     class TimedApp(ConsoleApp):
         """The console, noting the first action, paint and refresh after each key press."""
@@ -412,7 +412,7 @@ async def rss_worker(target_seq: int) -> None:
     """The fresh process of (c): fold the stream up to ``target_seq`` through the real Pump."""
     import psutil
 
-    from engine.broker import broker
+    from engine.app import broker
 
     await broker.startup()
     process = psutil.Process()
@@ -448,7 +448,7 @@ async def rss_worker(target_seq: int) -> None:
 
 
 async def bench_rss(total: int) -> None:
-    from engine.broker import broker
+    from engine.app import broker
 
     js = broker.js
     stored = (await js.stream_info("EVENTS")).state
@@ -492,14 +492,13 @@ async def bench_rss(total: int) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
-    from engine.broker import broker
-    from engine.streams import ensure_streams
+    from engine.app import broker
 
     server, data = private_server()
     os.environ["XDG_CONFIG_HOME"] = str(data / "config")  # no user key remapping
     try:
         await broker.startup()
-        await ensure_streams(broker.js, broker.settings)
+        await broker.ensure_streams()
         print(
             f"{os.cpu_count()} CPUs; private nats-server {server.url}; "
             "console, nats-server (and in (b) the publisher) share them"

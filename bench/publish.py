@@ -1,9 +1,9 @@
 """Publishing events: a connection per publish (the old architecture) against the shared one.
 
 The old system opened a NATS connection in events/client.py for every event, published,
-and closed it. This simulates that with no connection opened outside engine/broker.py:
+and closed it. This simulates that with no connection opened outside engine/connection.py:
 for every event it creates a fresh ``OneManageBroker``, connects it, publishes with
-``publish_event(event, broker=fresh)`` and closes it again (``fresh.shutdown()``). The
+``publish_event(fresh, event)`` and closes it again (``fresh.shutdown()``). The
 new architecture is the process's one broker connection, opened once. Both publish the
 same event to EVENTS with the same ``Nats-Msg-Id`` handling, so the difference is the
 connection alone.
@@ -25,10 +25,10 @@ from collections.abc import Awaitable, Callable
 from typing import Literal
 
 from bench.common import private_server
-from engine.broker import OneManageBroker, broker
+from engine.app import broker
+from engine.broker import OneManageBroker
 from engine.events.publisher import publish_event
 from engine.events.schemas import BaseEvent
-from engine.streams import ensure_streams
 
 
 class BenchPublished(BaseEvent):
@@ -42,19 +42,18 @@ class BenchPublished(BaseEvent):
 
 async def publish_old(n: int) -> None:
     """One event the old way: connect, publish, close."""
-    fresh = OneManageBroker()
     # Share the parsed settings: parsing them costs ~3 ms, which the old system paid once.
-    fresh._settings = broker.settings
+    fresh = OneManageBroker(broker.settings)
     await fresh.connect()
     try:
-        await publish_event(BenchPublished(n=n), broker=fresh)
+        await publish_event(fresh, BenchPublished(n=n))
     finally:
         await fresh.shutdown()  # flush and close this connection
 
 
 async def publish_new(n: int) -> None:
     """One event the new way: the process's shared connection."""
-    await publish_event(BenchPublished(n=n), broker=broker)
+    await publish_event(broker, BenchPublished(n=n))
 
 
 async def measure(
@@ -84,7 +83,7 @@ async def main() -> None:
     server, _ = private_server()
     try:
         await broker.startup()
-        await ensure_streams(broker.js, broker.settings)
+        await broker.ensure_streams()
         await measure(publish_old, 20, 1)  # warm-up: imports, first connection
         await measure(publish_new, 20, 1)
         print(f"{os.cpu_count()} CPUs; {args.events} events per run, one EVENTS stream")

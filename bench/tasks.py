@@ -11,6 +11,9 @@ import asyncio
 import os
 import resource
 import time
+from typing import Any
+
+from taskiq.kicker import AsyncKicker
 
 from bench.common import (
     Counter,
@@ -20,10 +23,9 @@ from bench.common import (
     stop_worker,
     wait_for_workers,
 )
-from engine.broker import broker
+from engine.app import broker
 from engine.events.schemas import TaskSucceeded
-from engine.streams import ensure_streams
-from engine.tasks.diagnostics import noop
+from engine.tasks.diagnostics import NOOP_TASK
 
 
 async def run_once(processes: int, tasks: int, server_pid: int) -> float:
@@ -35,6 +37,7 @@ async def run_once(processes: int, tasks: int, server_pid: int) -> float:
         sub = await broker.nc.subscribe("events.task.succeeded", cb=counter.on_msg)
         cpu_before = cpu_seconds(worker.pid), cpu_seconds(server_pid), time.process_time()
         started = time.perf_counter()
+        noop: AsyncKicker[..., Any] = AsyncKicker(NOOP_TASK, broker, {})
         await asyncio.gather(*(noop.kiq() for _ in range(tasks)))
         kicked = time.perf_counter() - started
         await counter.until(tasks)
@@ -65,7 +68,7 @@ async def main() -> None:
     server, _ = private_server()
     try:
         await broker.startup()
-        await ensure_streams(broker.js, broker.settings)
+        await broker.ensure_streams()
         print(f"{os.cpu_count()} CPUs; each task also feeds 2 listeners 3 lifecycle events")
         one = await run_once(1, args.tasks, server.pid)
         two = await run_once(2, args.tasks, server.pid)

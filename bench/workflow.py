@@ -18,11 +18,10 @@ import time
 from pathlib import Path
 
 from bench.common import private_server, start_worker, stop_worker, wait_for_workers
-from engine.broker import broker
+from engine.app import broker
 from engine.events.schemas import PsdWorkflowCompleted, PsdWorkflowFailed
 from engine.services import psd
 from engine.services.samples import make_demo_psd
-from engine.streams import ensure_streams
 from engine.submit import SubmitError, follow_workflow, submit_psd
 
 
@@ -59,10 +58,10 @@ def direct(data: bytes) -> tuple[float, str]:
 async def end_to_end(name: str, data: bytes) -> tuple[float, str]:
     started = time.perf_counter()
     try:
-        submission = await submit_psd(data, name)
+        submission = await submit_psd(broker, data, name)
     except SubmitError:
         return time.perf_counter() - started, "refused by submit"
-    async for event in follow_workflow(submission):
+    async for event in follow_workflow(broker, submission):
         if isinstance(event, PsdWorkflowCompleted):
             return time.perf_counter() - started, "ok"
         if isinstance(event, PsdWorkflowFailed):
@@ -81,7 +80,7 @@ async def main() -> None:
     worker = start_worker(1)
     try:
         await broker.startup()
-        await ensure_streams(broker.js, broker.settings)
+        await broker.ensure_streams()
         await wait_for_workers(broker, 1, since)
         await end_to_end("warm-up.psd", make_demo_psd())
         print(f"{'file':34} {'direct':>9} {'workflow':>9} {'ratio':>6} {'overhead':>9}  outcome")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import importlib
 import logging
 import os
@@ -23,6 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 from rich.markup import escape
 from textual import work
@@ -45,11 +47,19 @@ from console.widgets.submit import SubmitScreen
 from console.widgets.task_flow import TaskFlow
 from console.widgets.workers import Workers
 from engine import embedded, monitor
-from engine.broker import OneManageBroker, broker
+from engine.app import broker
+from engine.broker import OneManageBroker
 
 logger = logging.getLogger(__name__)
 
 REFRESH_HZ = 10
+
+
+@runtime_checkable
+class Panel(Protocol):
+    """A view the 10 Hz timer redraws from the state (it returns early when nothing changed)."""
+
+    def update_view(self) -> None: ...
 
 
 @dataclass
@@ -144,8 +154,9 @@ class ConsoleApp(App[None]):
         if not main.query("#status"):
             return  # the app is closing: its widgets are gone
         for view in (TaskFlow, Failures, StreamHealth, ConsumerLag, Workers):
-            for widget in main.query(view):
-                widget.update_view()
+            for panel in main.query(view):
+                if isinstance(panel, Panel):
+                    panel.update_view()
         self._update(main.query_one("#status", Static), self.status_line(), layout=False)
         alerts = self.state.alerts()
         banner = main.query_one("#alerts", Static)
@@ -274,7 +285,7 @@ class ConsoleApp(App[None]):
             self.refresh_views()
             self.main.query_one("#task-rows").focus()
 
-    def action_back(self) -> None:
+    async def action_back(self) -> None:
         field_ = self.main.query_one("#filter", Input)
         if field_.has_class("active"):
             field_.remove_class("active")
@@ -290,7 +301,8 @@ class ConsoleApp(App[None]):
         self.open_details(event.key)
 
     def open_details(self, key: str) -> None:
-        self.push_screen(DetailScreen(self.state, key, monitor.artefact if self.connect else None))
+        fetch = functools.partial(monitor.artefact, self.broker) if self.connect else None
+        self.push_screen(DetailScreen(self.state, key, fetch))
 
     def action_submit(self) -> None:
         if not self._can_submit():
@@ -301,7 +313,7 @@ class ConsoleApp(App[None]):
                 self.notify(f"workflow {workflow_id[:8]} started", timeout=4)
                 self.open_details(workflow_id)
 
-        self.push_screen(SubmitScreen(Path.cwd(), self.broker.settings.max_upload_bytes), submitted)
+        self.push_screen(SubmitScreen(Path.cwd(), self.broker), submitted)
 
     def _can_submit(self) -> bool:
         if self.connect and self.broker.is_connected:
@@ -319,14 +331,14 @@ class ConsoleApp(App[None]):
 
         data = await asyncio.to_thread(make_demo_psd)
         try:
-            submission = await submit_psd(data, "demo.psd")
+            submission = await submit_psd(self.broker, data, "demo.psd")
         except Exception as exc:
             self.notify(f"demo not submitted: {exc}", severity="error")
             return
         self.notify(f"demo workflow {submission.workflow_id[:8]} started", timeout=4)
         self.open_details(submission.workflow_id)
 
-    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         yield SystemCommand(
             "Submit a PSD", "Pick a .psd/.psb file and start its workflow", self.action_submit

@@ -28,7 +28,7 @@ class Pump:
         self.broker = broker
         self.since = since
         self.ingested = 0
-        self.tail: monitor.EventTail | None = None
+        self.tail: monitor.EventReader | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -46,14 +46,8 @@ class Pump:
 
     async def ingest(self) -> None:
         """History from ``since`` ago, then live, until stopped."""
-        tail = self.tail = monitor.EventTail(
-            self.broker.js,
-            self.broker.nc,
-            datetime.now(UTC) - self.since,
-            self._fold,
-            on_idle=self._idle,
-        )
-        await tail.run()
+        tail = self.tail = monitor.EventReader(self.broker, datetime.now(UTC) - self.since)
+        await tail.run(self._fold, on_idle=self._idle)
 
     def _fold(self, delivered: monitor.Delivered) -> None:
         self.state.fold(parse_event(delivered.data), delivered.seq)
@@ -72,13 +66,13 @@ class Pump:
                 nc = self.broker.nc
                 url = nc.connected_url
                 connection.url = url.netloc if url else connection.url
-                connection.rtt_ms = await monitor.round_trip_ms(nc)
+                connection.rtt_ms = await monitor.round_trip_ms(self.broker)
                 if not connection.connected:
                     connection.connected, connection.since = True, datetime.now(UTC)
                 connection.error = None
-                self.state.consumers_polled(await monitor.consumer_figures(self.broker.js))
+                self.state.consumers_polled(await monitor.consumer_figures(self.broker))
                 for name in (TASKS, EVENTS):
-                    figures = await monitor.stream_figures(nc, name)
+                    figures = await monitor.stream_figures(self.broker, name)
                     if figures is not None:
                         self.state.stream_polled(figures)
             except asyncio.CancelledError:

@@ -12,7 +12,7 @@ import math
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Literal
 
 from engine.events.schemas import (
@@ -30,6 +30,7 @@ from engine.events.schemas import (
     UnparsedEvent,
     WorkerHeartbeat,
 )
+from engine.identity import utc_now
 from engine.monitor import ConsumerFigures, StreamFigures
 
 Clock = Callable[[], datetime]
@@ -49,10 +50,6 @@ _RANK = {
 MAX_STEPS = 100  # a workflow row keeps the timings of at most this many steps
 FAILED_STATES = frozenset({"failed", "dead_lettered"})
 DONE_STATES = frozenset({"succeeded", "completed"}) | FAILED_STATES
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(slots=True)

@@ -93,6 +93,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from taskiq.cli.worker.args import WorkerArgs
     from taskiq.cli.worker.run import run_worker
 
+    from engine.app import BUILTIN_MODULES
+
     settings = load_settings()
     server = None
     if settings.embedded:
@@ -104,11 +106,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.concurrency:
         os.environ["ONEMANAGE_CONCURRENCY"] = str(args.concurrency)
     worker_args = WorkerArgs(
-        broker="engine.broker:broker",
-        modules=list(args.modules),
+        broker="engine.app:broker",
+        modules=list(args.modules or BUILTIN_MODULES),
         workers=args.processes,
         log_level=args.log_level,
-        max_async_tasks=10_000,  # lanes bound concurrency; see engine.broker.Lane
+        max_async_tasks=10_000,  # lanes bound concurrency; see engine.lanes.Lane
         shutdown_timeout=10.0,
         wait_tasks_timeout=args.drain_timeout,
     )
@@ -127,7 +129,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def _client(coro_factory: Callable[[], Awaitable[int]]) -> int:
     """Run ``coro_factory`` with the broker started as a client."""
-    from engine.broker import broker
+    from engine.app import broker
 
     async def run() -> int:
         try:
@@ -152,14 +154,13 @@ def _age(ts: datetime | None) -> str:
 
 async def _status() -> int:
     from engine import monitor
-    from engine.broker import broker
-    from engine.events.listeners import read_task_stats
+    from engine.app import broker
+    from engine.events.stats import read_task_stats
     from engine.streams import EVENTS, TASKS
 
-    js = broker.js
     print(f"server: {', '.join(broker.servers())}")
     for name in (TASKS, EVENTS):
-        figures = await monitor.stream_figures(broker.nc, name)
+        figures = await monitor.stream_figures(broker, name)
         if figures is None:
             print(f"{name:7} missing (start a worker to create it)")
             continue
@@ -170,21 +171,21 @@ async def _status() -> int:
         )
     print()
     print(f"{'consumer':24} {'pending':>8} {'ack pend':>8} {'redeliv':>8} {'waiting':>8}")
-    for c in await monitor.consumer_figures(js):
+    for c in await monitor.consumer_figures(broker):
         mark = "  (impossible figures!)" if c.impossible else ""
         print(
             f"{c.stream + '/' + c.name:24} {c.pending:>8} {c.ack_pending:>8} "
             f"{c.redelivered:>8} {c.waiting:>8}{mark}"
         )
     print()
-    workers = await monitor.live_workers(js)
+    workers = await monitor.live_workers(broker)
     print(f"workers alive: {len(workers)}")
     for w in workers:
         print(f"  {w.worker_id:28} running {w.running:>4}  processed {w.processed:>7}", end="")
         print(f"  failed {w.failed}")
     stats = []
     try:
-        stats = await read_task_stats()
+        stats = await read_task_stats(broker)
     except Exception as exc:
         print(f"task statistics unavailable: {exc}")
     if stats:
@@ -201,30 +202,32 @@ async def _status() -> int:
 
 
 async def _check(timeout: float) -> int:
+    from taskiq.kicker import AsyncKicker
+
     from engine import monitor
-    from engine.broker import broker
+    from engine.app import broker
     from engine.streams import EVENTS, TASKS
-    from engine.tasks.diagnostics import ping
+    from engine.tasks.diagnostics import PING_TASK
 
     problems = 0
-    js = broker.js
     started = time.perf_counter()
     await broker.nc.flush()
     print(f"ok   connected to {broker.nc.connected_url.netloc if broker.nc.connected_url else '?'}"
           f" (round trip {(time.perf_counter() - started) * 1000:.1f} ms)")  # fmt: skip
     for name in (TASKS, EVENTS):
-        if await monitor.stream_figures(broker.nc, name) is None:
+        if await monitor.stream_figures(broker, name) is None:
             print(f"FAIL stream {name} missing: no worker has started against this server")
             problems += 1
         else:
             print(f"ok   stream {name}")
-    workers = await monitor.live_workers(js)
+    workers = await monitor.live_workers(broker)
     if not workers:
         print("FAIL no live worker (no heartbeat in the last intervals): start `onemanage worker`")
         return 1
     print(f"ok   {len(workers)} live worker(s)")
     started = time.perf_counter()
-    task = await ping.kiq("check")
+    kicker: AsyncKicker[..., Any] = AsyncKicker(PING_TASK, broker, {})
+    task = await kicker.kiq("check")
     try:
         result = await task.wait_result(check_interval=0.02, timeout=timeout)
     except Exception as exc:
@@ -309,19 +312,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 async def _submit(paths: list[str], wait: bool) -> int:
     from engine import monitor
-    from engine.broker import broker
+    from engine.app import broker
     from engine.events.schemas import PsdWorkflowCompleted
-    from engine.streams import ensure_streams
     from engine.submit import Submission, SubmitError, follow_workflow, read_psd_file, submit_psd
 
-    await ensure_streams(broker.js, broker.settings)
+    await broker.ensure_streams()
     submissions: list[Submission] = []
     failed = 0
     for name in paths:
         path = Path(name)
         try:
             data = read_psd_file(path, broker.settings.max_upload_bytes)
-            submission = await submit_psd(data, path.name, _upload_progress(path.name, len(data)))
+            progress = _upload_progress(path.name, len(data))
+            submission = await submit_psd(broker, data, path.name, progress)
         except SubmitError as exc:
             print(f"onemanage: {exc}", file=sys.stderr)
             failed += 1
@@ -330,13 +333,13 @@ async def _submit(paths: list[str], wait: bool) -> int:
         print(f"{submission.workflow_id}  {path.name}  ({len(data):,} bytes)")
     if not wait or not submissions:
         return 1 if failed else 0
-    if not await monitor.live_workers(broker.js):
+    if not await monitor.live_workers(broker):
         print("no live worker yet: the workflows are queued and run when `onemanage worker` "
               "starts", file=sys.stderr)  # fmt: skip
 
     async def follow(submission: Submission) -> bool:
         completed = False
-        async for event in follow_workflow(submission):
+        async for event in follow_workflow(broker, submission):
             line = _describe(event)
             if line:
                 print(f"{submission.workflow_id[:8]}  {submission.filename}: {line}", flush=True)
@@ -352,16 +355,16 @@ async def _artefacts(workflow_id: str, out: Path) -> int:
     from datetime import timedelta
 
     from engine import monitor
-    from engine.broker import broker
+    from engine.app import broker
     from engine.events.schemas import PsdWorkflowFailed
-    from engine.storage import StorageError, artefact_key, storage
+    from engine.storage import StorageError, artefact_key, get_artefact
 
     try:
         manifest = json.loads(
-            await storage.get_artefact(artefact_key(workflow_id, "manifest.json"))
+            await get_artefact(broker, artefact_key(workflow_id, "manifest.json"))
         )
     except StorageError:
-        for event in await monitor.recent_events(broker.js, timedelta(days=7), "events.psd.>"):
+        for event in await monitor.recent_events(broker, timedelta(days=7), "events.psd.>"):
             if isinstance(event, PsdWorkflowFailed) and event.workflow_id == workflow_id:
                 print(f"workflow {workflow_id} failed at step {event.step}: "
                       f"{event.error_code}: {event.error_message}", file=sys.stderr)  # fmt: skip
@@ -376,7 +379,7 @@ async def _artefacts(workflow_id: str, out: Path) -> int:
     for name, key in wanted:
         target = out / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(await storage.get_artefact(key))
+        target.write_bytes(await get_artefact(broker, key))
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     print(f"{len(wanted)} files and manifest.json written to {out}")
     return 0
@@ -396,7 +399,12 @@ def build_parser() -> argparse.ArgumentParser:
     server.set_defaults(func=cmd_server)
 
     worker = commands.add_parser("worker", help="run headless workers")
-    worker.add_argument("modules", nargs="*", help="extra modules with tasks to import")
+    worker.add_argument(
+        "modules",
+        nargs="*",
+        help="modules whose tasks and listeners to run (default: engine.builtin, the PSD "
+        "workflow and the audit-log and task-stats listeners; name it beside yours for both)",
+    )
     worker.add_argument("-p", "--processes", type=int, default=2, help="worker processes")
     worker.add_argument(
         "-c", "--concurrency", type=int, default=0, help="tasks at once per process"

@@ -20,10 +20,11 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.errors import NotFoundError
 
-from engine.broker import TASK_ID_HEADER, OneManageBroker, task_name_of
+from engine.broker import OneManageBroker
 from engine.errors import PublishError
 from engine.events.publisher import publish_event
 from engine.events.schemas import TaskDeadLettered
+from engine.routing import CORRELATION_LABEL, TASK_ID_HEADER, task_name_of
 from engine.streams import EVENTS, TASKS
 
 logger = logging.getLogger(__name__)
@@ -61,12 +62,12 @@ async def handle_advisory(broker: OneManageBroker, advisory: dict[str, object]) 
     if stream == EVENTS:  # a listener gave up on an event
         task_name = f"listener.{consumer}"
         task_id = f"{consumer}:{fields.get('event_id') or seq}"
-        correlation_id = fields.get("correlation_id")
+        correlation_id = fields.get("correlation_id")  # the event's own field
     else:
         task_name = task_name_of(stored.subject or "")
         task_id = (stored.headers or {}).get(TASK_ID_HEADER) or f"{stream}-{seq}"
         labels = fields.get("labels")
-        correlation_id = labels.get("correlation_id") if isinstance(labels, dict) else None
+        correlation_id = labels.get(CORRELATION_LABEL) if isinstance(labels, dict) else None
     event = TaskDeadLettered(
         event_id=dead_letter_event_id(stream, seq, consumer),
         task_id=task_id,
@@ -79,7 +80,7 @@ async def handle_advisory(broker: OneManageBroker, advisory: dict[str, object]) 
         payload_truncated=len(data) > PAYLOAD_LIMIT,
         correlation_id=correlation_id or task_id,
     )
-    await publish_event(event, broker=broker)
+    await publish_event(broker, event)
     if stream == TASKS:
         await broker.js.delete_msg(stream, seq)
     logger.warning(

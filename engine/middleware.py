@@ -14,44 +14,30 @@ import asyncio
 import contextlib
 import logging
 import os
-import socket
 import time
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
 
+from engine.broker import OneManageBroker
 from engine.context import TaskContext, current_task
 from engine.errors import PublishError, is_transient
 from engine.events.publisher import publish_event
 from engine.events.schemas import (
     BaseEvent,
-    ListenerCounters,
     TaskFailed,
     TaskQueued,
     TaskStarted,
     TaskSucceeded,
     WorkerHeartbeat,
-    utc_now,
 )
-from engine.streams import EVENTS
-
-if TYPE_CHECKING:
-    from engine.broker import OneManageBroker
+from engine.identity import HOST, utc_now
+from engine.routing import CAUSATION_LABEL, CORRELATION_LABEL, QUEUED_AT_LABEL, is_event_task
 
 logger = logging.getLogger(__name__)
 
 OUTBOX_SIZE = 10_000
 SEND_BATCH = 64
-CORRELATION_LABEL = "correlation_id"
-CAUSATION_LABEL = "causation_id"
-QUEUED_AT_LABEL = "queued_at"
-
-# Counters of the event tasks in this process, reported in heartbeats.
-LISTENER_COUNTERS: dict[str, ListenerCounters] = {}
-
-
-def _is_event_task(message: TaskiqMessage) -> bool:
-    return message.labels.get("stream") == EVENTS
 
 
 class LifecycleMiddleware(TaskiqMiddleware):
@@ -90,7 +76,7 @@ class LifecycleMiddleware(TaskiqMiddleware):
             while len(batch) < SEND_BATCH and not self._outbox.empty():
                 batch.append(self._outbox.get_nowait())
             outcomes = await asyncio.gather(
-                *(publish_event(event, broker=self.onemanage) for event in batch),
+                *(publish_event(self.onemanage, event) for event in batch),
                 return_exceptions=True,
             )
             self.publish_failures += sum(isinstance(o, PublishError) for o in outcomes)
@@ -117,7 +103,7 @@ class LifecycleMiddleware(TaskiqMiddleware):
         return message
 
     async def post_send(self, message: TaskiqMessage) -> None:
-        if _is_event_task(message):
+        if is_event_task(message.labels):
             return
         queued_at = message.labels.get(QUEUED_AT_LABEL)
         await self._emit(
@@ -133,7 +119,7 @@ class LifecycleMiddleware(TaskiqMiddleware):
     # -- worker side ---------------------------------------------------------------
 
     async def pre_execute(self, message: TaskiqMessage) -> TaskiqMessage:
-        if _is_event_task(message):
+        if is_event_task(message.labels):
             # What a listener publishes or kicks continues the story of the event it read.
             payload = message.args[0] if message.args else None
             if isinstance(payload, dict):
@@ -165,7 +151,7 @@ class LifecycleMiddleware(TaskiqMiddleware):
             self.onemanage.retry_later(message.task_id)
 
     async def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
-        if _is_event_task(message):
+        if is_event_task(message.labels):
             return
         self.running -= 1
         self.processed += 1
@@ -200,7 +186,7 @@ class LifecycleMiddleware(TaskiqMiddleware):
     def heartbeat(self, state: Literal["running", "stopping"] = "running") -> WorkerHeartbeat:
         return WorkerHeartbeat(
             worker_id=self.onemanage.worker_id,
-            host=socket.gethostname(),
+            host=HOST,
             pid=os.getpid(),
             state=state,
             started_at=self.started_at,
@@ -209,7 +195,10 @@ class LifecycleMiddleware(TaskiqMiddleware):
             processed=self.processed,
             failed=self.failed,
             lanes=[lane.durable for lane in self.onemanage.lanes],
-            listeners={name: c.model_copy(deep=True) for name, c in LISTENER_COUNTERS.items()},
+            listeners={
+                name: c.model_copy(deep=True)
+                for name, c in self.onemanage.listener_counters.items()
+            },
         )
 
     async def _beat(self) -> None:
@@ -220,11 +209,13 @@ class LifecycleMiddleware(TaskiqMiddleware):
 
     async def startup(self) -> None:
         if self.broker.is_worker_process:
-            self._heartbeat = self.onemanage.spawn(self._beat(), "heartbeat")
+            self._heartbeat = asyncio.create_task(self._beat(), name="heartbeat")
 
     async def shutdown(self) -> None:
         if self._heartbeat is not None:
             self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
             self._heartbeat = None
             if self.onemanage.is_connected:
                 await self._emit(self.heartbeat("stopping"))

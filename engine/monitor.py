@@ -1,30 +1,35 @@
 """The read-only view of the system: stream and consumer figures, event history, workers.
 
 Nothing here acknowledges, deletes, purges or creates a durable: history is
-read through ephemeral consumers (ordered ones, or the console's nameless
-pull reader) and figures through stream_info and
-consumer_info, so a monitoring user can be locked down to read-only rights.
+read through one kind of reader (EventReader: a nameless, ack-less, ephemeral
+pull consumer) and figures through stream and consumer info, so a monitoring
+user can be locked down to read-only rights. Every function takes the broker
+whose connection it uses.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
+import logging
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 from nats.js.errors import APIError, NotFoundError
 
+from engine import storage
+from engine.broker import OneManageBroker
 from engine.events.schemas import BaseEvent, WorkerHeartbeat, parse_event
 from engine.streams import EVENTS, EVENTS_SUBJECTS, TASKS
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -61,11 +66,13 @@ class ConsumerFigures:
         return self.pending < 0 or self.pending > self.stream_messages
 
 
-async def stream_figures(nc: Client, name: str, timeout: float = 2.0) -> StreamFigures | None:
+async def stream_figures(
+    broker: OneManageBroker, name: str, timeout: float = 2.0
+) -> StreamFigures | None:
     """Figures of one stream; None when it does not exist."""
     # nats-py's StreamState drops first_ts/last_ts, which say how old the stream's
     # ends are, so this reads the raw JSON of the same read-only API call.
-    reply = await nc.request(f"$JS.API.STREAM.INFO.{name}", b"", timeout=timeout)
+    reply = await broker.nc.request(f"$JS.API.STREAM.INFO.{name}", b"", timeout=timeout)
     info = json.loads(reply.data)
     error = info.get("error")
     if error:
@@ -97,7 +104,9 @@ def _ts(value: object) -> datetime | None:
     return datetime.fromisoformat(match.group(1) + fraction + zone)
 
 
-async def consumer_figures(js: JetStreamContext) -> list[ConsumerFigures]:
+async def consumer_figures(broker: OneManageBroker) -> list[ConsumerFigures]:
+    """Figures of every durable on TASKS and EVENTS (ephemeral readers are nobody's backlog)."""
+    js = broker.js
     figures = []
     for stream in (TASKS, EVENTS):
         try:
@@ -143,95 +152,252 @@ def _from(start: datetime | int) -> ConsumerConfig:
     return ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=start)
 
 
-async def _stored(
-    js: JetStreamContext,
-    start: datetime | int,
-    subject: str,
-    *,
-    until_caught_up: bool = False,
-    idle: float = 2.0,
-    on_idle: Callable[[], None] | None = None,
-) -> AsyncIterator[Msg]:
-    """EVENTS messages from a time or sequence on, through an ordered (ephemeral) consumer.
+@dataclass(frozen=True)
+class Delivered:
+    """One stored event as a reader sees it: where it is and how far behind the reader is."""
 
-    When the server restarts, the ordered consumer is gone and nats-py's own
-    reset fails (it keeps the start time next to a start sequence: err 10094),
-    so an idle reader checks that its consumer still exists and otherwise
-    subscribes again from the next sequence. ``until_caught_up`` stops at the
-    newest stored message (or after ``idle`` seconds of nothing); ``on_idle`` is
-    told when ``idle`` seconds passed with nothing left to read.
+    seq: int
+    pending: int
+    subject: str
+    data: bytes
+
+
+_HISTORY_ATTEMPTS = 5  # a history read raises after this many failures in a row
+_Outcome = str  # "more", "idle", "lost" (open a new consumer) or "done"
+
+
+class EventReader:
+    """EVENTS from a time or a sequence on, in order: the one reader of the history.
+
+    A history read (``history()``) returns everything stored up to the
+    stream's last sequence at the moment of the call, however slow the
+    server or the caller: idleness never ends it, only reaching that sequence
+    (or a reader that has nothing more to deliver) does. ``follow()`` is the
+    same reader going on live.
+
+    It reads through an ephemeral pull consumer made without a name (the
+    server refuses a durable on that API subject, so a read-only user can
+    have it), with no acks, so the durables' counters stay untouched. It asks
+    for ``batch`` messages at a time and asks again only when the caller has
+    taken them: the client never holds more than one batch. Messages come in
+    on a plain callback subscription (nats-py's fetch() costs a task and a
+    timer per message, which capped reading at ~20k/s). When a request comes
+    back empty the reader asks the server about its consumer: one that is
+    gone (a restarted server, or a caller stalled past its inactivity
+    threshold) or that sent more than arrived is replaced by a new one from
+    the next sequence, on a new inbox, so nothing is skipped or read twice.
     """
-    position = start
-    while True:
+
+    def __init__(
+        self,
+        broker: OneManageBroker,
+        start: datetime | int,
+        subject: str = EVENTS_SUBJECTS,
+        *,
+        batch: int = 250,
+        idle: float = 1.0,
+    ) -> None:
+        self.broker = broker
+        self.position = start  # a time until the first message, then the next sequence
+        self.subject = subject
+        self.batch = batch
+        self.idle = idle
+        self.received = 0
+        self._until: int | None = None
+        self._done = False
+        self._pending: list[Delivered] = []
+        self._got = 0  # messages from the current consumer, delivered or not
+        self._left = 0  # messages still due on the current request
+        self._ended = asyncio.Event()
+        self._subscription: Subscription | None = None
+        self._inbox = ""
+        self._generation = 0  # one per consumer: messages for an older one are dropped
+
+    @property
+    def buffered(self) -> int:
+        """Messages received and not taken yet: never more than one batch."""
+        waiting = self._subscription.pending_msgs if self._subscription is not None else 0
+        return waiting + len(self._pending)
+
+    async def history(self) -> AsyncIterator[Delivered]:
+        """Every stored message from the start up to the stream's last sequence now."""
         try:
-            subscription = await js.subscribe(
-                subject, stream=EVENTS, ordered_consumer=True, config=_from(position)
-            )
+            info = await self.broker.js.stream_info(EVENTS)
         except NotFoundError:
-            if until_caught_up:
-                return  # no EVENTS stream: nothing stored
-            await asyncio.sleep(1)  # a worker creates it at start-up
-            continue
-        except Exception:
-            if until_caught_up:
-                raise
-            await asyncio.sleep(1)  # not connected: nats-py is reconnecting
-            continue
-        try:
-            while True:
-                try:
-                    # asyncio.timeout, not next_msg(timeout=): on Python 3.11 the wait_for
-                    # inside nats-py can swallow a cancel, and a reader would never stop.
-                    async with asyncio.timeout(idle):
-                        msg = await subscription.next_msg(timeout=None)
-                except TimeoutError:
-                    if until_caught_up:
-                        return
-                    try:
-                        await subscription.consumer_info()
-                    except Exception:
-                        break  # the reader is gone: subscribe again from ``position``
-                    if on_idle is not None:
-                        on_idle()
-                    continue
-                metadata = msg.metadata
-                position = metadata.sequence.stream + 1
-                yield msg
-                if until_caught_up and metadata.num_pending == 0:
+            return  # no EVENTS stream: nothing stored
+        async for batch in self._batches(until=info.state.last_seq):
+            for delivered in batch:
+                yield delivered
+
+    async def follow(
+        self, on_idle: Callable[[], None] | None = None
+    ) -> AsyncIterator[list[Delivered]]:
+        """The history, then live messages, a batch at a time, until the caller stops.
+
+        ``on_idle`` is told whenever a request found nothing new to read.
+        Connection trouble is waited out, never raised.
+        """
+        async for batch in self._batches(until=None, on_idle=on_idle):
+            yield batch
+
+    async def run(
+        self, deliver: Callable[[Delivered], None], on_idle: Callable[[], None] | None = None
+    ) -> None:
+        """``follow()`` handing each message to ``deliver``, with a turn for the loop per batch."""
+        async for batch in self.follow(on_idle):
+            for delivered in batch:
+                deliver(delivered)
+            await asyncio.sleep(0)
+
+    async def _batches(
+        self, until: int | None, on_idle: Callable[[], None] | None = None
+    ) -> AsyncIterator[list[Delivered]]:
+        self._until, self._done = until, False
+        failures = 0
+        while not self._done:
+            try:
+                name, pending = await self._open()
+            except NotFoundError:  # no EVENTS stream yet: a worker creates it at start-up
+                if until is not None:
                     return
-        finally:
+                await asyncio.sleep(1)
+                continue
+            except Exception as exc:  # not connected: nats-py is reconnecting
+                failures += 1
+                if until is not None and failures >= _HISTORY_ATTEMPTS:
+                    raise
+                logger.debug("event reader: cannot open a consumer (%s)", exc)
+                await asyncio.sleep(min(0.5 * failures, 5.0))
+                continue
+            failures = 0
+            try:
+                if until is not None and pending == 0:
+                    return  # nothing stored from the start on
+                while True:
+                    batch, outcome = await self._request(name)
+                    if batch:
+                        yield batch
+                    if outcome in ("done", "lost"):
+                        break
+                    if outcome == "idle" and on_idle is not None:
+                        on_idle()
+            finally:
+                await self._close()
+
+    async def _open(self) -> tuple[str, int]:
+        """A new inbox and a new consumer from ``position``: its name and pending count."""
+        nc = self.broker.nc
+        self._inbox = nc.new_inbox()
+        self._generation += 1
+        self._got = 0
+        on_msg = functools.partial(self._on_msg, self._generation)
+        self._subscription = await nc.subscribe(self._inbox, cb=on_msg)
+        config = _from(self.position)
+        config.ack_policy = AckPolicy.NONE
+        config.filter_subject = self.subject
+        config.inactive_threshold = 10.0  # the server drops it soon after we are gone
+        try:
+            info = await self.broker.js.add_consumer(EVENTS, config)
+        except BaseException:
+            await self._close()
+            raise
+        return str(info.name), int(info.num_pending or 0)
+
+    async def _close(self) -> None:
+        subscription, self._subscription = self._subscription, None
+        if subscription is not None:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
 
+    async def _on_msg(self, generation: int, msg: Msg) -> None:
+        if generation != self._generation:
+            return  # a straggler for a consumer this reader has replaced
+        status = msg.headers.get("Status") if msg.headers else None
+        if status is not None:
+            if status != "100":  # 404 nothing left, 408 expired, 409 gone: this request ended
+                self._ended.set()
+            return
+        metadata = msg.metadata
+        seq = metadata.sequence.stream
+        self._got += 1
+        self._left -= 1
+        if self._done or (self._until is not None and seq > self._until):
+            self._done = True  # stored after the history read began: not part of it
+        else:
+            self.position = seq + 1
+            self.received += 1
+            self._pending.append(Delivered(seq, metadata.num_pending, msg.subject, msg.data))
+            if self._until is not None and (seq >= self._until or metadata.num_pending == 0):
+                self._done = True
+        if self._left <= 0 or self._done:
+            self._ended.set()
+
+    def _take(self) -> list[Delivered]:
+        batch, self._pending = self._pending, []
+        return batch
+
+    async def _request(self, name: str) -> tuple[list[Delivered], _Outcome]:
+        """Ask consumer ``name`` for a batch and wait for it to end; what came, and what next."""
+        nc, js = self.broker.nc, self.broker.js
+        self._left = self.batch
+        self._ended.clear()
+        request = {"batch": self.batch, "expires": int(self.idle * 1e9)}
+        try:
+            await nc.publish(
+                f"$JS.API.CONSUMER.MSG.NEXT.{EVENTS}.{name}",
+                json.dumps(request).encode(),
+                reply=self._inbox,
+            )
+            async with asyncio.timeout(self.idle + 2):
+                await self._ended.wait()
+        except Exception:  # not connected, or no answer at all: ask the server below
+            pass
+        batch = self._take()
+        if self._done:
+            return batch, "done"
+        if batch:
+            return batch, "more"
+        try:
+            info = await js.consumer_info(EVENTS, name)
+        except Exception:
+            return self._take(), "lost"
+        batch = self._take()  # what came in while we asked
+        if self._done:
+            return batch, "done"
+        delivered = info.delivered.consumer_seq if info.delivered else 0
+        if delivered is not None and delivered > self._got:
+            return batch, "lost"  # sent and not here: read it again through a new consumer
+        if batch:
+            return batch, "more"
+        if self._until is not None and not info.num_pending:
+            return batch, "done"
+        return batch, "idle"
+
 
 async def read_history(
-    js: JetStreamContext, since: timedelta, subject: str = EVENTS_SUBJECTS
-) -> AsyncIterator[Msg]:
-    """Stored EVENTS messages of the last ``since``, oldest first, then stop.
-
-    An ordered consumer: ephemeral, no acks, the durables' counters untouched.
-    """
-    start = datetime.now(UTC) - since
-    async for msg in _stored(js, start, subject, until_caught_up=True, idle=1.0):
-        yield msg
+    broker: OneManageBroker, start: datetime | int, subject: str = EVENTS_SUBJECTS
+) -> AsyncIterator[Delivered]:
+    """Stored EVENTS messages from ``start`` (a time or a sequence) up to now, oldest first."""
+    async for delivered in EventReader(broker, start, subject).history():
+        yield delivered
 
 
 async def recent_events(
-    js: JetStreamContext, since: timedelta, subject: str = EVENTS_SUBJECTS
+    broker: OneManageBroker, since: timedelta, subject: str = EVENTS_SUBJECTS
 ) -> list[BaseEvent]:
     """The parsed events of the last ``since`` (unreadable ones left out)."""
     events = []
-    async for msg in read_history(js, since, subject):
-        event = parse_event(msg.data)
+    async for delivered in read_history(broker, datetime.now(UTC) - since, subject):
+        event = parse_event(delivered.data)
         if isinstance(event, BaseEvent):
             events.append(event)
     return events
 
 
-async def live_workers(js: JetStreamContext, missed_beats: int = 3) -> list[WorkerHeartbeat]:
+async def live_workers(broker: OneManageBroker, missed_beats: int = 3) -> list[WorkerHeartbeat]:
     """The last heartbeat of each worker that beat within ``missed_beats`` intervals."""
     latest: dict[str, WorkerHeartbeat] = {}
-    for event in await recent_events(js, timedelta(minutes=2), "events.worker.heartbeat"):
+    for event in await recent_events(broker, timedelta(minutes=2), "events.worker.heartbeat"):
         if isinstance(event, WorkerHeartbeat):
             latest[event.worker_id] = event
     now = datetime.now(UTC)
@@ -244,142 +410,25 @@ async def live_workers(js: JetStreamContext, missed_beats: int = 3) -> list[Work
 
 
 async def follow(
-    js: JetStreamContext, since: datetime, subject: str = EVENTS_SUBJECTS
+    broker: OneManageBroker, since: datetime, subject: str = EVENTS_SUBJECTS
 ) -> AsyncIterator[BaseEvent]:
     """Every readable event stored since ``since``, then live ones, until the caller stops.
 
     It starts from a time, so nothing published between "submitted" and
     "subscribed" is missed, and it survives reconnects and server restarts.
     """
-    async for msg in _stored(js, since, subject):
-        event = parse_event(msg.data)
-        if isinstance(event, BaseEvent):
-            yield event
+    async for batch in EventReader(broker, since, subject).follow():
+        for delivered in batch:
+            event = parse_event(delivered.data)
+            if isinstance(event, BaseEvent):
+                yield event
 
 
-@dataclass(frozen=True)
-class Delivered:
-    """One stored event as a reader sees it: where it is and how far behind the reader is."""
-
-    seq: int
-    pending: int
-    data: bytes
-
-
-class EventTail:
-    """EVENTS from a time or a sequence on, history then live, handed to ``deliver`` in order.
-
-    The console's reader, built for rate and bounded memory. An ephemeral pull
-    consumer (created without a name: the server refuses a durable on that API
-    subject, so a read-only user can have it) is asked for ``batch`` messages
-    at a time, and the next request goes out only when a batch is folded: the
-    client never holds more than one batch (a push reader let nats-py buffer
-    hundreds of thousands of messages ahead of the fold). Messages arrive on a
-    plain callback subscription: nats-py's fetch() costs a task and a timer per
-    message, which capped reading at ~20k/s. ``deliver`` folds synchronously
-    and the event loop gets a turn after every batch. When a request ends
-    empty, the reader checks that its consumer still exists (a restarted server
-    loses it) and otherwise makes a new one from the next sequence;
-    ``on_idle`` is told when nothing is left to read.
-    """
-
-    def __init__(
-        self,
-        js: JetStreamContext,
-        nc: Client,
-        start: datetime | int,
-        deliver: Callable[[Delivered], None],
-        on_idle: Callable[[], None] | None = None,
-        subject: str = EVENTS_SUBJECTS,
-        idle: float = 1.0,
-        batch: int = 250,
-    ) -> None:
-        self.js = js
-        self.nc = nc
-        self.position = start
-        self.deliver = deliver
-        self.on_idle = on_idle
-        self.subject = subject
-        self.idle = idle
-        self.batch = batch
-        self.received = 0
-        self._left = 0  # messages still due on the current request
-        self._ended = asyncio.Event()
-        self._subscription: Subscription | None = None
-
-    @property
-    def buffered(self) -> int:
-        """Messages received and not folded yet: never more than one batch."""
-        return self._subscription.pending_msgs if self._subscription is not None else 0
-
-    async def _on_msg(self, msg: Msg) -> None:
-        status = msg.headers.get("Status") if msg.headers else None
-        if status is not None:
-            if status != "100":  # 404 nothing left, 408 expired, 409 gone: this request ended
-                self._ended.set()
-            return
-        metadata = msg.metadata
-        self.position = metadata.sequence.stream + 1
-        self.received += 1
-        self._left -= 1
-        self.deliver(Delivered(metadata.sequence.stream, metadata.num_pending, msg.data))
-        if self._left <= 0:
-            self._ended.set()
-
-    async def _consumer(self) -> str:
-        config = _from(self.position)
-        config.ack_policy = AckPolicy.NONE
-        config.filter_subject = self.subject
-        config.inactive_threshold = 10.0  # the server drops it soon after we are gone
-        return str((await self.js.add_consumer(EVENTS, config)).name)
-
-    async def run(self) -> None:
-        """Read until cancelled; connection trouble is waited out, never raised."""
-        inbox = self.nc.new_inbox()
-        subscription = self._subscription = await self.nc.subscribe(inbox, cb=self._on_msg)
-        try:
-            while True:
-                try:
-                    name = await self._consumer()
-                except Exception:  # no stream yet, or not connected: try again soon
-                    await asyncio.sleep(1)
-                    continue
-                await self._pull(name, inbox)
-        finally:
-            with contextlib.suppress(Exception):
-                await subscription.unsubscribe()
-
-    async def _pull(self, name: str, inbox: str) -> None:
-        """Request batches from consumer ``name`` until it is lost."""
-        request_subject = f"$JS.API.CONSUMER.MSG.NEXT.{EVENTS}.{name}"
-        request = json.dumps({"batch": self.batch, "expires": int(self.idle * 1e9)}).encode()
-        while True:
-            before = self.received
-            self._left = self.batch
-            self._ended.clear()
-            try:
-                await self.nc.publish(request_subject, request, reply=inbox)
-                async with asyncio.timeout(self.idle + 2):
-                    await self._ended.wait()
-            except Exception:  # not connected, or no answer at all
-                await asyncio.sleep(0.5)
-            if self.received == before:
-                try:
-                    await self.js.consumer_info(EVENTS, name)
-                except Exception:
-                    return  # the reader is gone: a new one from ``position``
-                if self.on_idle is not None:
-                    self.on_idle()
-            await asyncio.sleep(0)  # a turn for the screen after every batch
-
-
-async def round_trip_ms(nc: Client) -> float:
+async def round_trip_ms(broker: OneManageBroker) -> float:
     """The server's round-trip time now, in milliseconds."""
-    return await nc.rtt(timeout=2) * 1000
+    return await broker.nc.rtt(timeout=2) * 1000
 
 
-async def artefact(key: str) -> bytes:
+async def artefact(broker: OneManageBroker, key: str) -> bytes:
     """A workflow artefact (preview, layers.json...): read-only access for the console."""
-    from engine.storage import storage
-
-    return await storage.get_artefact(key)
+    return await storage.get_artefact(broker, key)

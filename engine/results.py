@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import nats.errors
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError
-from nats.js.kv import KeyValue
 from taskiq import AsyncResultBackend, TaskiqResult
 from taskiq.exceptions import ResultGetError
 
+from engine.broker import OneManageBroker
 from engine.errors import PublishError
-from engine.streams import EVENTS, RESULTS_BUCKET
-
-if TYPE_CHECKING:
-    from engine.broker import OneManageBroker
+from engine.routing import is_event_task
+from engine.streams import RESULTS_BUCKET
 
 logger = logging.getLogger(__name__)
 
@@ -31,16 +29,6 @@ class NatsKVResultBackend(AsyncResultBackend[Any]):
 
     def __init__(self, broker: OneManageBroker) -> None:
         self.broker = broker
-        self._kv: KeyValue | None = None
-
-    async def shutdown(self) -> None:
-        self._kv = None
-
-    async def _bucket(self) -> KeyValue:
-        # Bound lazily: a client may start before any worker has created the bucket.
-        if self._kv is None:
-            self._kv = await self.broker.js.key_value(RESULTS_BUCKET)
-        return self._kv
 
     async def set_result(self, task_id: str, result: TaskiqResult[Any]) -> None:
         """Store the result; if the server cannot be reached, run the task again later.
@@ -49,7 +37,7 @@ class NatsKVResultBackend(AsyncResultBackend[Any]):
         retries). If that still fails the delivery is nacked instead of acked:
         the task ran, but nobody could learn it, so it will run again.
         """
-        if result.labels.get("stream") == EVENTS or self.broker.will_redeliver(task_id):
+        if is_event_task(result.labels) or self.broker.will_redeliver(task_id):
             return
         delivery = self.broker.delivery(task_id)
         attempt = delivery.attempt if delivery else 1
@@ -63,19 +51,20 @@ class NatsKVResultBackend(AsyncResultBackend[Any]):
             self.broker.retry_later(task_id)
             raise
 
-    async def _stored(self, task_id: str) -> bytes | None:
+    async def stored(self, task_id: str) -> bytes | None:
         """The stored result of ``task_id``, or None when there is none (yet)."""
         try:
-            entry = await (await self._bucket()).get(task_id)
+            # Bound at first use: a client may start before a worker has created the bucket.
+            entry = await (await self.broker.key_value(RESULTS_BUCKET)).get(task_id)
         except (KeyNotFoundError, BucketNotFoundError):
             return None
         return entry.value
 
     async def is_result_ready(self, task_id: str) -> bool:
-        return await self._stored(task_id) is not None
+        return await self.stored(task_id) is not None
 
     async def get_result(self, task_id: str, with_logs: bool = False) -> TaskiqResult[Any]:
-        value = await self._stored(task_id)
+        value = await self.stored(task_id)
         if value is None:
             raise ResultGetError()
         return TaskiqResult[Any].model_validate_json(value)
@@ -94,7 +83,7 @@ async def await_result(broker: OneManageBroker, task_id: str, timeout: float) ->
     # Subscribe before looking, so a result stored in between is not missed.
     subscription = await broker.nc.subscribe(f"$KV.{RESULTS_BUCKET}.{task_id}", max_msgs=1)
     try:
-        value = await backend._stored(task_id)
+        value = await backend.stored(task_id)
         if value is None:
             value = (await subscription.next_msg(timeout=timeout)).data
     except nats.errors.TimeoutError as exc:

@@ -17,7 +17,7 @@ from typing import Any
 from nats.js.errors import NotFoundError, ObjectNotFoundError
 from nats.js.object_store import ObjectStore
 
-from engine.broker import OneManageBroker, broker
+from engine.broker import OneManageBroker
 from engine.errors import OneManageError
 from engine.streams import ARTEFACTS_BUCKET, INPUTS_BUCKET
 
@@ -58,62 +58,54 @@ class _ProgressReader(io.RawIOBase):
         return size
 
 
-class Storage:
-    """The two object stores, bound lazily on the shared connection."""
-
-    def __init__(self, target: OneManageBroker = broker) -> None:
-        self._broker = target
-        self._stores: dict[str, ObjectStore] = {}
-
-    async def _store(self, bucket: str) -> ObjectStore:
-        store = self._stores.get(bucket)
-        if store is None or store._js is not self._broker.js:
-            try:
-                store = await self._broker.js.object_store(bucket)
-            except NotFoundError as exc:
-                raise StorageError(
-                    f"bucket {bucket} does not exist yet: start a worker once to create it"
-                ) from exc
-            self._stores[bucket] = store
-        return store
-
-    async def put_input(self, data: bytes, progress: Progress | None = None) -> str:
-        """Store an input once; returns its content address."""
-        key = input_key(data)
-        store = await self._store(INPUTS_BUCKET)
-        try:
-            info = await store.get_info(key)
-            if info.size == len(data):
-                if progress:
-                    progress(len(data), len(data))
-                return key
-        except ObjectNotFoundError:
-            pass
-        payload: bytes | io.RawIOBase = _ProgressReader(data, progress) if progress else data
-        await store.put(key, payload)  # type: ignore[arg-type]
-        return key
-
-    async def get_input(self, key: str) -> bytes:
-        return await self._get(INPUTS_BUCKET, key)
-
-    async def put_artefact(self, workflow_id: str, name: str, data: bytes) -> str:
-        key = artefact_key(workflow_id, name)
-        await (await self._store(ARTEFACTS_BUCKET)).put(key, data)
-        return key
-
-    async def put_json(self, workflow_id: str, name: str, value: Any) -> str:
-        return await self.put_artefact(workflow_id, name, json.dumps(value).encode())
-
-    async def get_artefact(self, key: str) -> bytes:
-        return await self._get(ARTEFACTS_BUCKET, key)
-
-    async def _get(self, bucket: str, key: str) -> bytes:
-        store = await self._store(bucket)
-        try:
-            result = await store.get(key)
-        except ObjectNotFoundError as exc:
-            raise StorageError(f"no object {key} in {bucket} (expired or never stored)") from exc
-        return bytes(result.data or b"")
+async def _store(broker: OneManageBroker, bucket: str) -> ObjectStore:
+    try:
+        return await broker.object_store(bucket)
+    except NotFoundError as exc:
+        raise StorageError(
+            f"bucket {bucket} does not exist yet: start a worker once to create it"
+        ) from exc
 
 
-storage = Storage()
+async def put_input(broker: OneManageBroker, data: bytes, progress: Progress | None = None) -> str:
+    """Store an input once; returns its content address."""
+    key = input_key(data)
+    store = await _store(broker, INPUTS_BUCKET)
+    try:
+        info = await store.get_info(key)
+        if info.size == len(data):
+            if progress:
+                progress(len(data), len(data))
+            return key
+    except ObjectNotFoundError:
+        pass
+    payload: bytes | io.RawIOBase = _ProgressReader(data, progress) if progress else data
+    await store.put(key, payload)  # type: ignore[arg-type]
+    return key
+
+
+async def get_input(broker: OneManageBroker, key: str) -> bytes:
+    return await _get(broker, INPUTS_BUCKET, key)
+
+
+async def put_artefact(broker: OneManageBroker, workflow_id: str, name: str, data: bytes) -> str:
+    key = artefact_key(workflow_id, name)
+    await (await _store(broker, ARTEFACTS_BUCKET)).put(key, data)
+    return key
+
+
+async def put_json(broker: OneManageBroker, workflow_id: str, name: str, value: Any) -> str:
+    return await put_artefact(broker, workflow_id, name, json.dumps(value).encode())
+
+
+async def get_artefact(broker: OneManageBroker, key: str) -> bytes:
+    return await _get(broker, ARTEFACTS_BUCKET, key)
+
+
+async def _get(broker: OneManageBroker, bucket: str, key: str) -> bytes:
+    store = await _store(broker, bucket)
+    try:
+        result = await store.get(key)
+    except ObjectNotFoundError as exc:
+        raise StorageError(f"no object {key} in {bucket} (expired or never stored)") from exc
+    return bytes(result.data or b"")

@@ -13,9 +13,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from engine import monitor
-from engine.broker import broker
+from taskiq.kicker import AsyncKicker
+
+from engine import monitor, storage
+from engine.broker import OneManageBroker
 from engine.errors import OneManageError
 from engine.events.publisher import publish_event
 from engine.events.schemas import (
@@ -24,8 +27,9 @@ from engine.events.schemas import (
     PsdWorkflowFailed,
     PsdWorkflowSubmitted,
 )
-from engine.storage import Progress, storage
-from engine.tasks.workflow import process_psd
+from engine.routing import CORRELATION_LABEL
+from engine.storage import Progress
+from engine.tasks.names import PROCESS_LABELS, PROCESS_TASK
 
 SIGNATURE = b"8BPS"
 
@@ -70,34 +74,42 @@ def read_psd_file(path: Path, max_bytes: int) -> bytes:
     return data
 
 
-async def submit_psd(data: bytes, filename: str, progress: Progress | None = None) -> Submission:
-    """Upload ``data`` and start its workflow; returns as soon as the workflow is queued."""
+async def submit_psd(
+    broker: OneManageBroker, data: bytes, filename: str, progress: Progress | None = None
+) -> Submission:
+    """Upload ``data`` and start its workflow; returns as soon as the workflow is queued.
+
+    The workflow is kicked by name: submitting needs none of its code.
+    """
     check_psd_bytes(data, filename, broker.settings.max_upload_bytes)
     submitted_at = datetime.now(UTC)
     workflow_id = uuid.uuid4().hex
-    key = await storage.put_input(data, progress)
+    key = await storage.put_input(broker, data, progress)
     await publish_event(
+        broker,
         PsdWorkflowSubmitted(
             workflow_id=workflow_id,
             filename=filename,
             input_key=key,
             size_bytes=len(data),
             correlation_id=workflow_id,
-        )
+        ),
     )
+    kicker: AsyncKicker[..., Any] = AsyncKicker(PROCESS_TASK, broker, dict(PROCESS_LABELS))
     await (
-        process_psd.kicker()
-        .with_task_id(workflow_id)
-        .with_labels(correlation_id=workflow_id)
+        kicker.with_task_id(workflow_id)
+        .with_labels(**{CORRELATION_LABEL: workflow_id})
         .kiq(workflow_id, key, filename, len(data))
     )
     return Submission(workflow_id, filename, key, len(data), submitted_at)
 
 
-async def follow_workflow(submission: Submission) -> AsyncIterator[BaseEvent]:
+async def follow_workflow(
+    broker: OneManageBroker, submission: Submission
+) -> AsyncIterator[BaseEvent]:
     """The events of one workflow in order, ending with its outcome event."""
     since = submission.submitted_at - timedelta(seconds=1)
-    async for event in monitor.follow(broker.js, since):
+    async for event in monitor.follow(broker, since):
         if event.correlation_id != submission.workflow_id:
             continue
         yield event

@@ -72,10 +72,9 @@ def data_dir() -> Path:
 async def client(nats_server: NatsServer, data_dir: Path) -> AsyncIterator[object]:
     """The engine's broker started as a client, with the streams in place."""
     import tests.support.tasks  # noqa: F401  (the test tasks, to kick them)
-    from engine.broker import broker
-    from engine.streams import ensure_streams
+    from engine.app import broker
 
     await broker.startup()
-    await ensure_streams(broker.js, broker.settings)
+    await broker.ensure_streams()
     yield broker
     await broker.shutdown()

@@ -13,6 +13,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DirectoryTree, Input, Label, ProgressBar, Static
 
+from engine.broker import OneManageBroker
 from engine.submit import SubmitError, read_psd_file, submit_psd
 
 SUFFIXES = (".psd", ".psb")
@@ -42,10 +43,10 @@ class SubmitScreen(ModalScreen[str | None]):
     """
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel", id="submit_cancel")]
 
-    def __init__(self, start: Path, max_bytes: int) -> None:
+    def __init__(self, start: Path, broker: OneManageBroker) -> None:
         super().__init__()
         self.start = start
-        self.max_bytes = max_bytes
+        self.broker = broker  # the app's connection: submissions go through it
 
     def compose(self) -> ComposeResult:
         with Vertical():
@@ -79,7 +80,9 @@ class SubmitScreen(ModalScreen[str | None]):
     async def upload(self, path: Path) -> None:
         """Check locally first (a wrong file is refused before any upload), then submit."""
         try:
-            data = await asyncio.to_thread(read_psd_file, path, self.max_bytes)
+            data = await asyncio.to_thread(
+                read_psd_file, path, self.broker.settings.max_upload_bytes
+            )
         except SubmitError as exc:
             self._say(str(exc), "bold red")
             return
@@ -90,7 +93,7 @@ class SubmitScreen(ModalScreen[str | None]):
             self._sent, self._total = sent, total
 
         try:
-            submission = await submit_psd(data, path.name, progress)
+            submission = await submit_psd(self.broker, data, path.name, progress)
         except Exception as exc:  # the server is away, a bucket is missing...
             self.remove_class("uploading")
             self._say(f"not submitted: {type(exc).__name__}: {exc}", "bold red")

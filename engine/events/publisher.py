@@ -9,16 +9,14 @@ every failure as one error type, PublishError, after logging it once.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from nats.js.api import PubAck
 
+from engine.broker import OneManageBroker
 from engine.context import current_task
 from engine.errors import PublishError
 from engine.events.schemas import BaseEvent
-
-if TYPE_CHECKING:
-    from engine.broker import OneManageBroker
 
 logger = logging.getLogger(__name__)
 
@@ -40,12 +38,8 @@ def with_task_context(event: EventT) -> EventT:
     )
 
 
-async def publish_event(event: BaseEvent, *, broker: OneManageBroker | None = None) -> PubAck:
+async def publish_event(broker: OneManageBroker, event: BaseEvent) -> PubAck:
     """Store ``event`` on EVENTS; raises PublishError (already logged) when it cannot."""
-    if broker is None:
-        from engine.broker import broker as shared
-
-        broker = shared
     event = with_task_context(event)
     try:
         ack = await broker.publish(event.subject, event.model_dump_json().encode(), event.event_id)

@@ -10,9 +10,7 @@ raising, so one bad message cannot stop a listener or the console.
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,16 +18,13 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from engine.identity import process_identity, utc_now
+
 _VERSION = re.compile(r"^(\d+)\.(\d+)$")
-_SOURCE = f"{socket.gethostname()}:{os.getpid()}"
 
 
 def new_id() -> str:
     return uuid.uuid4().hex
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def parse_version(version: str) -> tuple[int, int]:
@@ -64,7 +59,7 @@ class BaseEvent(BaseModel):
     event_version: str = "1.0"
     event_id: str = Field(default_factory=new_id)
     timestamp: AwareDatetime = Field(default_factory=utc_now)
-    source: str = _SOURCE
+    source: str = Field(default_factory=process_identity)
     correlation_id: str | None = None
     causation_id: str | None = None
 
@@ -92,7 +87,7 @@ class BaseEvent(BaseModel):
         return f"events.{self.event_type}"
 
 
-# -- task lifecycle (published by engine.middleware and engine.deadletters) --------------
+# -- task lifecycle (published by engine.middleware and engine.deadletters) ------------
 
 
 class TaskEvent(BaseEvent):

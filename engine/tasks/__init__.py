@@ -1,5 +1,1 @@
-"""Command tasks. Importing this package registers them all with the broker."""
-
-from engine.tasks import diagnostics, psd, workflow
-
-__all__ = ["diagnostics", "psd", "workflow"]
+"""Command tasks. Importing this package registers nothing: each module registers its own."""

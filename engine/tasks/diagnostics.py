@@ -1,19 +1,28 @@
-"""A round trip through a worker, for `onemanage check` and the benchmarks."""
+"""Diagnostic tasks every worker answers (the assembly registers them on each broker).
+
+``diag.ping`` proves, for ``onemanage check``, that a worker pulls TASKS and can
+store results; ``diag.noop`` is the per-task cost of the engine itself, for the
+benchmarks.
+"""
 
 from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-from engine.broker import broker
+PING_TASK = "diag.ping"
+NOOP_TASK = "diag.noop"
 
 
-@broker.task(task_name="diag.ping")
 async def ping(payload: str = "") -> dict[str, str | int]:
-    """Answer with who ran it: proves a worker pulls TASKS and can store results."""
+    """Answer with who ran it."""
     return {"payload": payload, "host": socket.gethostname(), "pid": os.getpid()}
 
 
-@broker.task(task_name="diag.noop")
 async def noop() -> None:
-    """Do nothing: the per-task cost of the engine itself."""
+    """Do nothing."""
+
+
+TASKS: dict[str, Callable[..., Awaitable[Any]]] = {PING_TASK: ping, NOOP_TASK: noop}

@@ -13,15 +13,16 @@ import asyncio
 from collections import Counter, OrderedDict
 from typing import Any
 
-from engine.broker import broker
+from engine import storage
+from engine.app import broker
 from engine.services import psd
-from engine.storage import storage
+from engine.services.limits import Limits
 
 INPUT_CACHE_BYTES = 256 * 1024 * 1024
 _inputs: OrderedDict[str, bytes] = OrderedDict()
 
 
-def _limits() -> psd.Limits:
+def _limits() -> Limits:
     return broker.settings.psd
 
 
@@ -34,7 +35,7 @@ async def _input(key: str) -> bytes:
     if data is not None:
         _inputs.move_to_end(key)
         return data
-    data = await storage.get_input(key)
+    data = await storage.get_input(broker, key)
     _inputs[key] = data
     while sum(map(len, _inputs.values())) > INPUT_CACHE_BYTES and len(_inputs) > 1:
         _inputs.popitem(last=False)
@@ -61,7 +62,7 @@ async def parse_layers(
             "corrupt",
             f"validate saw {document['layer_count']} layers, parse {tree.document.layer_count}",
         )
-    key = await storage.put_json(workflow_id, "layers.json", tree.model_dump(mode="json"))
+    key = await storage.put_json(broker, workflow_id, "layers.json", tree.model_dump(mode="json"))
     kinds = Counter(layer.kind for layer in tree.layers)
     return {
         "tree_key": key,
@@ -86,8 +87,8 @@ async def preview(workflow_id: str, input_key: str, document: dict[str, Any]) ->
             f"the document {document['width']}x{document['height']}",
         )
     key, thumbnail_key = await asyncio.gather(
-        storage.put_artefact(workflow_id, "preview.png", image.png),
-        storage.put_artefact(workflow_id, "thumbnail.png", image.thumbnail_png),
+        storage.put_artefact(broker, workflow_id, "preview.png", image.png),
+        storage.put_artefact(broker, workflow_id, "thumbnail.png", image.thumbnail_png),
     )
     return {
         "key": key,
@@ -105,7 +106,7 @@ async def export_layers(workflow_id: str, input_key: str) -> dict[str, Any]:
     data = await _input(input_key)
     images = await asyncio.to_thread(psd.export_layers, data, _limits())
     keys = await asyncio.gather(
-        *(storage.put_artefact(workflow_id, f"layers/{i.filename}", i.png) for i in images)
+        *(storage.put_artefact(broker, workflow_id, f"layers/{i.filename}", i.png) for i in images)
     )
     exported = [
         {

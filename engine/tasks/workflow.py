@@ -16,12 +16,13 @@ from typing import Any
 
 from taskiq import AsyncTaskiqDecoratedTask
 
-from engine.broker import LANE_LABEL, WORKFLOW_LANE, broker
+from engine import storage
+from engine.app import broker
 from engine.errors import OneManageError, is_transient
 from engine.events.publisher import publish_event
 from engine.events.schemas import PsdStepCompleted, PsdWorkflowCompleted, PsdWorkflowFailed
 from engine.results import await_result
-from engine.storage import storage
+from engine.tasks.names import PROCESS_LABELS, PROCESS_TASK
 from engine.tasks.psd import export_layers, parse_layers, preview, validate
 
 STEPS = ("validate", "parse", "preview", "export")
@@ -92,19 +93,21 @@ class WorkflowRun:
         value: dict[str, Any] = result.return_value
         self.timings_ms[name] = round((time.perf_counter() - started) * 1000, 3)
         await publish_event(
+            broker,
             PsdStepCompleted(
                 workflow_id=self.workflow_id,
                 filename=self.filename,
                 step=name,
                 duration_ms=self.timings_ms[name],
                 summary=_summary(name, value),
-            )
+            ),
         )
         return value
 
 
 async def _publish_failure(run: WorkflowRun, step: str, code: str, message: str) -> None:
     await publish_event(
+        broker,
         PsdWorkflowFailed(
             event_id=outcome_event_id(run.workflow_id),
             workflow_id=run.workflow_id,
@@ -114,11 +117,11 @@ async def _publish_failure(run: WorkflowRun, step: str, code: str, message: str)
             error_message=message,
             duration_ms=run.elapsed_ms(),
             correlation_id=run.workflow_id,
-        )
+        ),
     )
 
 
-@broker.task(task_name="psd.process", **{LANE_LABEL: WORKFLOW_LANE})
+@broker.task(task_name=PROCESS_TASK, **PROCESS_LABELS)
 async def process_psd(
     workflow_id: str, input_key: str, filename: str, size_bytes: int
 ) -> dict[str, Any]:
@@ -165,8 +168,11 @@ async def _run(run: WorkflowRun, input_key: str, size_bytes: int) -> dict[str, A
         "layer_images": exported["layers"],
         "timings_ms": {**run.timings_ms, "total": run.elapsed_ms()},
     }
-    manifest["manifest_key"] = await storage.put_json(workflow_id, "manifest.json", manifest)
+    manifest["manifest_key"] = await storage.put_json(
+        broker, workflow_id, "manifest.json", manifest
+    )
     await publish_event(
+        broker,
         PsdWorkflowCompleted(
             event_id=outcome_event_id(workflow_id),
             workflow_id=workflow_id,
@@ -174,6 +180,6 @@ async def _run(run: WorkflowRun, input_key: str, size_bytes: int) -> dict[str, A
             duration_ms=manifest["timings_ms"]["total"],
             manifest=manifest,
             correlation_id=workflow_id,
-        )
+        ),
     )
     return manifest

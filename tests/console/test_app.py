@@ -34,23 +34,23 @@ async def until(pilot: Pilot[None], check: Callable[[], object], timeout: float 
     raise AssertionError(f"condition not met within {timeout}s: {check}")
 
 
-async def publish_history(correlation: str, tasks: int) -> list[str]:
+async def publish_history(client: OneManageBroker, correlation: str, tasks: int) -> list[str]:
     """Real events on EVENTS for ``tasks`` tasks, half succeeded, half failed."""
     ids = []
     for n in range(tasks):
         task_id = f"{correlation}-{n}"
         ids.append(task_id)
         common = {"task_id": task_id, "task_name": "history.task", "correlation_id": correlation}
-        await publish_event(TaskQueued(**common))
-        await publish_event(TaskStarted(**common, worker_id="old:1"))
+        await publish_event(client, TaskQueued(**common))
+        await publish_event(client, TaskStarted(**common, worker_id="old:1"))
         if n % 2:
             failed = TaskFailed(
                 **common, worker_id="old:1", duration_ms=5, error_type="ValueError",
                 error_message="boom",
             )  # fmt: skip
-            await publish_event(failed)
+            await publish_event(client, failed)
         else:
-            await publish_event(TaskSucceeded(**common, worker_id="old:1", duration_ms=5))
+            await publish_event(client, TaskSucceeded(**common, worker_id="old:1", duration_ms=5))
     return ids
 
 
@@ -60,7 +60,7 @@ def rows_of(app: ConsoleApp, correlation: str) -> list[Row]:
 
 async def test_it_opens_populated_from_history(client: OneManageBroker) -> None:
     correlation = uuid.uuid4().hex
-    ids = await publish_history(correlation, 6)
+    ids = await publish_history(client, correlation, 6)
     app = ConsoleApp(ConsoleOptions(since=timedelta(minutes=5)))
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.state.caught_up and len(rows_of(app, correlation)) == 6)
@@ -138,7 +138,7 @@ async def test_a_broken_file_becomes_a_failure_row(client: OneManageBroker, tmp_
 
 async def test_filter_and_pause(client: OneManageBroker) -> None:
     correlation = uuid.uuid4().hex
-    await publish_history(correlation, 8)
+    await publish_history(client, correlation, 8)
     app = ConsoleApp(ConsoleOptions(since=timedelta(minutes=5)))
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: len(rows_of(app, correlation)) == 8)
@@ -161,7 +161,7 @@ async def test_filter_and_pause(client: OneManageBroker) -> None:
         shown = [r.key for r in rows.rows]
         seen = app.state.events
         late = uuid.uuid4().hex
-        await publish_history(late, 2)
+        await publish_history(client, late, 2)
         await until(pilot, lambda: app.state.events >= seen + 6)  # counted while paused
         app.query_one("#filter").value = ""
         await pilot.pause(0.3)
@@ -210,6 +210,6 @@ async def test_a_lost_server_shows_a_banner_and_the_app_reconnects(
         await until(pilot, lambda: app.state.connection.connected, timeout=30)
         correlation = uuid.uuid4().hex
         await until(pilot, lambda: client.is_connected, timeout=30)
-        await publish_history(correlation, 2)
+        await publish_history(client, correlation, 2)
         await until(pilot, lambda: len(rows_of(app, correlation)) == 2, timeout=60)
         assert app.state.connection.disconnects >= 1

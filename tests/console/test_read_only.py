@@ -18,10 +18,13 @@ from nats.js.api import ConsumerConfig
 
 from console.app import ConsoleApp, ConsoleOptions
 from engine import embedded
-from engine.broker import Lane, OneManageBroker
-from engine.events.schemas import TaskQueued, TaskStarted, TaskSucceeded, WorkerHeartbeat, utc_now
+from engine.app import create_broker
+from engine.broker import OneManageBroker
+from engine.events.schemas import TaskQueued, TaskStarted, TaskSucceeded, WorkerHeartbeat
+from engine.identity import utc_now
+from engine.lanes import Lane
 from engine.settings import Settings
-from engine.streams import EVENTS, TASKS, ensure_streams
+from engine.streams import EVENTS, TASKS
 from tests.console.test_app import SIZE, until
 
 CONFIG = """
@@ -46,11 +49,11 @@ accounts {
 
 def _connection(url: str, user: str, data_dir: Path) -> OneManageBroker:
     """Another process's connection, as the given user."""
-    connection = OneManageBroker()
-    connection._settings = Settings(
-        nats_url=[url], nats_user=user, nats_password=user, data_dir=data_dir, publish_timeout=1
+    return create_broker(
+        Settings(
+            nats_url=[url], nats_user=user, nats_password=user, data_dir=data_dir, publish_timeout=1
+        )
     )
-    return connection
 
 
 @pytest.fixture
@@ -60,7 +63,7 @@ async def locked_server(tmp_path: Path) -> AsyncIterator[tuple[str, OneManageBro
     server = embedded.start(tmp_path / "server", detach=False, config=config)
     admin = _connection(server.url, "admin", tmp_path)
     await admin.startup()
-    await ensure_streams(admin.js, admin.settings)
+    await admin.ensure_streams()
     yield server.url, admin
     await admin.shutdown()
     server.stop()
@@ -85,7 +88,7 @@ async def test_the_console_needs_no_more_than_reading(
     await admin.publish(beat.subject, beat.model_dump_json().encode(), beat.event_id)
 
     watcher = _connection(url, "watcher", tmp_path)
-    caplog.set_level(logging.WARNING, logger="engine.broker")
+    caplog.set_level(logging.WARNING, logger="engine.connection")
     app = ConsoleApp(ConsoleOptions(since=timedelta(minutes=5)), connection=watcher)
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: len([r for r in app.state.rows.values()

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from PIL import Image
 
 from engine import embedded
 from tests.support.harness import ROOT
+from tests.support.waiting import eventually
 
 
 def _env(data_dir: Path) -> dict[str, str]:
@@ -29,62 +30,72 @@ def _onemanage(data_dir: Path, *args: str, timeout: float = 60) -> subprocess.Co
     )  # fmt: skip
 
 
-def test_a_new_users_session_on_the_embedded_default(tmp_path: Path) -> None:
+async def _run(data_dir: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(_onemanage, data_dir, *args, timeout=timeout)
+
+
+async def _run_ok(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str] | None:
+    done = await _run(data_dir, *args)
+    return done if done.returncode == 0 else None
+
+
+async def test_a_new_users_session_on_the_embedded_default(tmp_path: Path) -> None:
     """worker, check, status, demo, submit --wait, artefacts: one embedded server for all."""
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "worker", "-p", "1"],
-        env=_env(tmp_path), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "engine.cli", "worker", "-p", "1",
+        env=_env(tmp_path), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
-        check = None
-        for _ in range(60):
-            check = _onemanage(tmp_path, "check", "--timeout", "10")
-            if check.returncode == 0:
-                break
-            time.sleep(0.5)
-        assert check is not None and check.returncode == 0, check.stdout + check.stderr
+        # The worker starts the embedded server: a command run before it would start
+        # its own (and stop it on exit), which is not the session this test follows.
+        started = await eventually(lambda: embedded.find_running(tmp_path), 30, "no server")
+        check = await eventually(
+            lambda: _run_ok(tmp_path, "check", "--timeout", "10"), 60, "check never passed"
+        )
         assert "ping ran on" in check.stdout
         server = embedded.find_running(tmp_path)
-        assert server is not None  # the worker started it; check found and reused it
-        for _ in range(20):  # the statistics listener folds the ping's events soon after
-            status = _onemanage(tmp_path, "status")
+        assert server is not None and server.pid == started.pid  # check reused it
+
+        async def status_with_ping() -> subprocess.CompletedProcess[str] | None:
+            status = await _run(tmp_path, "status")
             assert status.returncode == 0, status.stderr
-            if "diag.ping" in status.stdout:
-                break
-            time.sleep(0.5)
+            return status if "diag.ping" in status.stdout else None
+
+        # The statistics listener folds the ping's events soon after.
+        status = await eventually(status_with_ping, 30, "diag.ping never in the statistics")
         assert "TASKS" in status.stdout and "workers alive: 1" in status.stdout, status.stdout
-        assert "diag.ping" in status.stdout, status.stdout
 
         demo = tmp_path / "demo.psd"
-        assert _onemanage(tmp_path, "demo", "--out", str(demo)).returncode == 0
-        done = _onemanage(tmp_path, "submit", str(demo), "--wait", timeout=120)
+        assert (await _run(tmp_path, "demo", "--out", str(demo))).returncode == 0
+        done = await _run(tmp_path, "submit", str(demo), "--wait", timeout=120)
         assert done.returncode == 0, done.stdout + done.stderr
         assert "COMPLETED" in done.stdout and "document   800x600 RGB" in done.stdout
         workflow_id = done.stdout.split()[0]
         out = tmp_path / "out"
-        fetched = _onemanage(tmp_path, "artefacts", workflow_id, "--out", str(out))
+        fetched = await _run(tmp_path, "artefacts", workflow_id, "--out", str(out))
         assert fetched.returncode == 0, fetched.stderr
         assert Image.open(out / "preview.png").size == (800, 600)
         assert list((out / "layers").glob("*.png"))
 
         broken = tmp_path / "broken.psd"
         broken.write_bytes(demo.read_bytes()[:300])
-        failed = _onemanage(tmp_path, "submit", str(broken), "--wait", timeout=120)
+        failed = await _run(tmp_path, "submit", str(broken), "--wait", timeout=120)
         assert failed.returncode == 1
         assert "FAILED at step validate: truncated" in failed.stdout, failed.stdout
 
-        refused = _onemanage(tmp_path, "submit", str(tmp_path / "missing.psd"))
+        refused = await _run(tmp_path, "submit", str(tmp_path / "missing.psd"))
         assert refused.returncode == 1
         assert "no such file" in refused.stderr
     finally:
         worker.send_signal(signal.SIGTERM)
-        out, _ = worker.communicate(timeout=60)
+        output, _ = await asyncio.wait_for(worker.communicate(), 60)
         leftover = embedded.find_running(tmp_path)
         if leftover is not None:  # a failed run must not leave a server behind
             leftover.stop()
-    assert worker.returncode == 0, out
+    log = output.decode(errors="replace")
+    assert worker.returncode == 0, log
     assert leftover is None, "the worker left its embedded server running"
-    assert "embedded nats-server: stopped" in out  # it started it, nobody else uses it
+    assert "embedded nats-server: stopped" in log  # it started it, nobody else uses it
 
 
 def test_server_status_without_a_server(tmp_path: Path) -> None:

@@ -105,7 +105,7 @@ async def test_a_listener_that_keeps_failing_leaves_a_dead_letter(
     worker = start_workers(processes=1)
     await worker.ready(events)
     event = FlakyEvent(correlation_id=uuid.uuid4().hex)
-    await publish_event(event)
+    await publish_event(client, event)
 
     def given_up(e: BaseEvent) -> bool:
         return isinstance(e, TaskDeadLettered) and e.task_name == "listener.probe-flaky"

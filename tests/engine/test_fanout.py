@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from engine.broker import OneManageBroker
-from engine.events.listeners import audit_path
+from engine.events.audit import audit_path
 from engine.events.publisher import publish_event
 from tests.support.harness import EventCollector, WorkerProcess
 from tests.support.tasks import ProbeEvent
@@ -24,10 +24,13 @@ def _lines(path: Path, run: str) -> Counter[str]:
     return Counter(line.split()[0] for line in path.read_text().splitlines() if line.endswith(run))
 
 
-def _audited(run: str) -> Counter[str]:
+def _audited(path: Path, run: str) -> Counter[str]:
+    """Event ids of ``run`` in the audit log; a line still being written is not counted yet."""
     seen: Counter[str] = Counter()
-    if audit_path().exists():
-        for line in audit_path().read_text().splitlines():
+    if path.exists():
+        for line in path.read_text().splitlines(keepends=True):
+            if not line.endswith("\n"):
+                break  # a worker is appending it right now
             record = json.loads(line)
             if record.get("correlation_id") == run:
                 seen[record["event_id"]] += 1
@@ -52,21 +55,22 @@ async def test_every_listener_gets_every_event_once(
     run = uuid.uuid4().hex
     sent = [ProbeEvent(n=n, correlation_id=run) for n in range(EVENTS)]
     for event in sent:
-        await publish_event(event)
-    duplicate = await publish_event(sent[0])  # the same event_id again
+        await publish_event(client, event)
+    duplicate = await publish_event(client, sent[0])  # the same event_id again
     assert duplicate.duplicate
 
     ids = {event.event_id for event in sent}
     probe_a, probe_b = data_dir / "probe-a.log", data_dir / "probe-b.log"
+    audit = audit_path(client.settings)
     await _until(
         lambda: (
             len(_lines(probe_a, run)) == EVENTS
             and len(_lines(probe_b, run)) == EVENTS
-            and len(_audited(run)) == EVENTS
+            and len(_audited(audit, run)) == EVENTS
         )
     )
     await asyncio.sleep(client.settings.ack_wait + 1)  # room for any wrong redelivery
-    for seen in (_lines(probe_a, run), _lines(probe_b, run), _audited(run)):
+    for seen in (_lines(probe_a, run), _lines(probe_b, run), _audited(audit, run)):
         assert set(seen) == ids
         assert set(seen.values()) == {1}
     assert worker.stop() == 0

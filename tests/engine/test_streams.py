@@ -82,7 +82,7 @@ def test_limits_come_from_the_settings() -> None:
 
 
 def test_a_task_in_an_unknown_lane_is_refused_at_registration() -> None:
-    from engine.broker import broker
+    from engine.app import broker
 
     with pytest.raises(ValueError, match="lane 'nightly'"):
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from PIL import Image
 
+from engine import storage
 from engine.broker import OneManageBroker
 from engine.events.schemas import (
     BaseEvent,
@@ -18,7 +19,6 @@ from engine.events.schemas import (
     TaskEvent,
 )
 from engine.services.samples import make_demo_psd
-from engine.storage import storage
 from engine.submit import submit_psd
 from tests.support.harness import EventCollector, WorkerProcess, stored_events
 
@@ -37,7 +37,7 @@ async def test_a_generated_psd_completes_with_a_manifest_whose_artefacts_open(
     worker = start_workers(processes=1)
     await worker.ready(events)
     data = make_demo_psd()
-    submission = await submit_psd(data, "demo.psd")
+    submission = await submit_psd(client, data, "demo.psd")
 
     (outcome,) = await events.wait_for(_outcome(submission.workflow_id), timeout=120)
     assert isinstance(outcome, PsdWorkflowCompleted), outcome
@@ -47,15 +47,15 @@ async def test_a_generated_psd_completes_with_a_manifest_whose_artefacts_open(
     assert manifest["input_key"] == submission.input_key
     assert set(manifest["timings_ms"]) == {"validate", "parse", "preview", "export", "total"}
 
-    preview = Image.open(io.BytesIO(await storage.get_artefact(manifest["preview"]["key"])))
+    preview = Image.open(io.BytesIO(await storage.get_artefact(client, manifest["preview"]["key"])))
     assert preview.size == (document["width"], document["height"])
     thumbnail = Image.open(
-        io.BytesIO(await storage.get_artefact(manifest["preview"]["thumbnail_key"]))
+        io.BytesIO(await storage.get_artefact(client, manifest["preview"]["thumbnail_key"]))
     )
     assert max(thumbnail.size) <= 256
     assert manifest["layer_images"], "the demo has visible pixel layers"
     for image in manifest["layer_images"]:
-        png = Image.open(io.BytesIO(await storage.get_artefact(image["key"])))
+        png = Image.open(io.BytesIO(await storage.get_artefact(client, image["key"])))
         assert png.size == (image["width"], image["height"])
 
     story = [e for e in events.events if e.correlation_id == submission.workflow_id]
@@ -74,7 +74,7 @@ async def test_a_broken_file_fails_once_naming_step_and_code(
     worker = start_workers(processes=1)
     await worker.ready(events)
     broken = make_demo_psd()[:200]  # a real header, then nothing: passes the local check
-    submission = await submit_psd(broken, "broken.psd")
+    submission = await submit_psd(client, broken, "broken.psd")
 
     (outcome,) = await events.wait_for(_outcome(submission.workflow_id), timeout=60)
     assert isinstance(outcome, PsdWorkflowFailed), outcome
@@ -99,7 +99,7 @@ async def test_twenty_workflows_over_two_processes_complete_once_each(
     worker = start_workers(processes=2)
     await worker.ready(events)
     files = [make_demo_psd(seed=n) for n in range(20)]
-    submissions = [await submit_psd(data, f"demo-{n}.psd") for n, data in enumerate(files)]
+    submissions = [await submit_psd(client, data, f"demo-{n}.psd") for n, data in enumerate(files)]
     ids = {s.workflow_id for s in submissions}
 
     def completed(e: BaseEvent) -> bool:
@@ -124,7 +124,9 @@ async def test_one_slot_each_still_completes_no_deadlock(
         processes=1, env={"ONEMANAGE_CONCURRENCY": "1", "ONEMANAGE_WORKFLOW_CONCURRENCY": "1"}
     )
     await worker.ready(events)
-    submissions = [await submit_psd(make_demo_psd(seed=n), f"tight-{n}.psd") for n in range(3)]
+    submissions = [
+        await submit_psd(client, make_demo_psd(seed=n), f"tight-{n}.psd") for n in range(3)
+    ]
     for submission in submissions:
         (outcome,) = await events.wait_for(_outcome(submission.workflow_id), timeout=120)
         assert isinstance(outcome, PsdWorkflowCompleted), outcome

@@ -84,7 +84,7 @@ class WorkerProcess:
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "engine.cli", "worker", "-p", str(processes),
-             "tests.support.tasks"],
+             "tests.support.tasks", "engine.builtin"],
             cwd=ROOT,
             env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
             stdout=self._log,
@@ -133,4 +133,4 @@ async def stored_events(
     retried publish with the same Nats-Msg-Id), so "exactly once" is counted
     here, in the stream.
     """
-    return await monitor.recent_events(broker.js, since, subject)
+    return await monitor.recent_events(broker, since, subject)

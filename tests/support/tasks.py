@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Literal
 
-from engine.broker import broker
+from engine.app import broker, event_listener
 from engine.errors import TransientError
-from engine.events.listeners import event_listener
 from engine.events.schemas import BaseEvent
 
 WAIT = {"check_interval": 0.02, "timeout": 60}

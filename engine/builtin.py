@@ -1,0 +1,31 @@
+"""The built-in application: the PSD workflow, and the audit-log and task-stats listeners.
+
+``onemanage worker`` runs this when given no modules. Name it beside your own
+modules to run both (``onemanage worker myapp.tasks engine.builtin``);
+``taskiq worker engine.builtin:broker`` runs it under taskiq's own CLI.
+"""
+
+from __future__ import annotations
+
+from engine.app import broker, event_listener
+from engine.events.audit import AuditLog
+from engine.events.schemas import BaseEvent, TaskEvent
+from engine.events.stats import fold_task_event
+from engine.tasks import psd, workflow
+
+__all__ = ["audit_log", "broker", "psd", "task_stats", "workflow"]
+
+_audit = AuditLog()
+
+
+@event_listener("audit-log")
+async def audit_log(event: BaseEvent) -> None:
+    """Append every event, whole, as one JSON line to <data_dir>/audit/events.jsonl."""
+    _audit.append(broker.settings, event)
+
+
+@event_listener("task-stats", "events.task.>")
+async def task_stats(event: BaseEvent) -> None:
+    """Fold each lifecycle event into its task type's statistics."""
+    if isinstance(event, TaskEvent):
+        await fold_task_event(broker, event)

@@ -1,0 +1,150 @@
+"""THE connection: the one place in the engine that opens NATS.
+
+It knows the servers (the configured URLs, or the embedded server, started if
+need be), every credential kind of the settings, TLS, and the callbacks
+without which nats-py prints tracebacks to stderr (and onto a TUI).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from typing import Any
+
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from engine import embedded
+from engine.errors import NotConnectedError
+from engine.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def connect_options(settings: Settings) -> dict[str, Any]:
+    """nats-py ``connect`` keyword arguments for the credentials and TLS of ``settings``."""
+    s = settings
+    options: dict[str, Any] = {
+        "connect_timeout": s.connect_timeout,
+        "reconnect_time_wait": s.reconnect_wait,
+        "max_reconnect_attempts": -1,
+        "allow_reconnect": True,
+    }
+    if s.nats_user:
+        options["user"] = s.nats_user
+        options["password"] = s.nats_password.get_secret_value() if s.nats_password else ""
+    if s.nats_token:
+        options["token"] = s.nats_token.get_secret_value()
+    if s.nats_creds:
+        options["user_credentials"] = str(s.nats_creds)
+    if s.nats_nkey_seed:
+        options["nkeys_seed"] = str(s.nats_nkey_seed)
+    if s.tls_ca or s.tls_cert:
+        context = ssl.create_default_context(cafile=str(s.tls_ca) if s.tls_ca else None)
+        if s.tls_cert:
+            context.load_cert_chain(str(s.tls_cert), str(s.tls_key) if s.tls_key else None)
+        options["tls"] = context
+    return options
+
+
+class Connection:
+    """One NATS connection and its JetStream context, opened once, closed once."""
+
+    def __init__(self) -> None:
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self.embedded_server: embedded.EmbeddedServer | None = None
+        self.closing = False
+
+    @property
+    def nc(self) -> Client:
+        if self._nc is None or self._nc.is_closed:
+            raise NotConnectedError("the broker is not connected: await broker.startup() first")
+        return self._nc
+
+    @property
+    def js(self) -> JetStreamContext:
+        if self._js is None:
+            raise NotConnectedError("the broker is not connected: await broker.startup() first")
+        return self._js
+
+    @property
+    def is_open(self) -> bool:
+        return self._nc is not None and not self._nc.is_closed
+
+    @property
+    def is_connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    def servers(self, settings: Settings) -> list[str]:
+        """The configured URLs, or the embedded server's (started if needed)."""
+        if settings.nats_url:
+            return list(settings.nats_url)
+        if self.embedded_server is None or not self.embedded_server.healthy():
+            self.embedded_server = embedded.ensure(settings.data_dir)
+        return [self.embedded_server.url]
+
+    async def open(self, settings: Settings, name: str, *, patient: bool) -> Client:
+        """Connect (idempotent).
+
+        A ``patient`` caller (a worker) waits for its server as long as it takes;
+        any other gives up after a few connect timeouts with an error naming the
+        server, instead of hanging on a wrong URL or password.
+        """
+        if self._nc is not None and not self._nc.is_closed:
+            return self._nc
+        self.closing = False
+        servers = self.servers(settings)
+        client = Client()
+        attempt = client.connect(
+            servers,
+            name=name,
+            error_cb=self._on_error,
+            disconnected_cb=self._on_disconnected,
+            reconnected_cb=self._on_reconnected,
+            **connect_options(settings),
+        )
+        if patient:
+            await attempt
+        else:
+            try:
+                await asyncio.wait_for(attempt, settings.connect_timeout * 3)
+            except TimeoutError as exc:
+                with contextlib.suppress(Exception):
+                    await client.close()
+                raise NotConnectedError(
+                    f"cannot reach {', '.join(servers)} (wrong URL or credentials, or the "
+                    "server is down: see the log for the server's answer)"
+                ) from exc
+        self._nc = client
+        self._js = client.jetstream(timeout=settings.publish_timeout)
+        return client
+
+    async def close(self) -> None:
+        """Flush and close, then let go of an embedded server nobody else uses."""
+        self.closing = True
+        if self._nc is not None and not self._nc.is_closed:
+            # flush + close, not drain: drain waits for pull subscriptions' buffers
+            # that nobody reads any more, until the shutdown timeout.
+            with contextlib.suppress(Exception):
+                await self._nc.flush(timeout=2)
+            await self._nc.close()
+        self._nc = None
+        self._js = None
+        if self.embedded_server is not None:
+            outcome = self.embedded_server.release()
+            logger.info("embedded nats-server %s: %s", self.embedded_server.url, outcome)
+            self.embedded_server = None
+
+    async def _on_error(self, exc: Exception) -> None:
+        logger.warning("nats: %s: %s", type(exc).__name__, exc)
+
+    async def _on_disconnected(self) -> None:
+        if not self.closing:
+            logger.warning("nats: disconnected from the server; reconnecting")
+
+    async def _on_reconnected(self) -> None:
+        url = self._nc.connected_url if self._nc else None
+        logger.warning("nats: reconnected to %s", url.netloc if url else "?")
