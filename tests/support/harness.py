@@ -72,19 +72,25 @@ class EventCollector:
         return found
 
 
+TEST_MODULES = ("tests.support.tasks", "engine.builtin")
+
+
 class WorkerProcess:
-    """`onemanage worker` in a child process, with the test tasks loaded."""
+    """`onemanage worker MODULES...` in a child process; by default the test tasks and built-ins."""
 
     def __init__(
-        self, log_dir: Path, processes: int = 1, env: dict[str, str] | None = None
+        self,
+        log_dir: Path,
+        processes: int = 1,
+        env: dict[str, str] | None = None,
+        modules: tuple[str, ...] = TEST_MODULES,
     ) -> None:
         self.processes = processes
         self.log_path = log_dir / f"worker-{time.monotonic_ns()}.log"
         self.started_at = datetime.now(UTC)
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "worker", "-p", str(processes),
-             "tests.support.tasks", "engine.builtin"],
+            [sys.executable, "-m", "engine.cli", "worker", "-p", str(processes), *modules],
             cwd=ROOT,
             env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
             stdout=self._log,
