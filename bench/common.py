@@ -60,8 +60,14 @@ class Counter:
 
 
 def start_worker(processes: int, *modules: str) -> subprocess.Popen[bytes]:
+    """`onemanage worker` (the built-in application unless ``modules`` are named)."""
+    return start([sys.executable, "-m", "engine.cli", "worker", "-p", str(processes), *modules])
+
+
+def start(command: list[str]) -> subprocess.Popen[bytes]:
+    """A worker command in its own session, on the benchmark's server, quiet."""
     return subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "worker", "-p", str(processes), *modules],
+        command,
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.DEVNULL,

@@ -1,7 +1,11 @@
-"""End-to-end task throughput: N no-op tasks through 1 and then 2 worker processes.
+"""End-to-end task throughput: N no-op tasks, the stock taskiq-nats broker against the engine.
 
-Prints tasks/s for each and the ratio of 2 workers to 1 (the baseline, measured
-in the same run on the same server). Usage: python -m bench.tasks [--tasks 2000]
+The baseline is the stock ``taskiq_nats.PullBasedJetStreamBroker`` (fetch 1, no
+result backend, no events: bench/stock.py), measured in the same run on the same
+server; then the engine (lifecycle events, both built-in listeners, KV results)
+with 1 and 2 worker processes, at the same concurrency. A run is complete when
+the durable's acknowledged floor reaches the last stored task.
+Usage: python -m bench.tasks [--tasks 2000]
 """
 
 from __future__ import annotations
@@ -10,22 +14,72 @@ import argparse
 import asyncio
 import os
 import resource
+import sys
 import time
 from typing import Any
 
 from taskiq.kicker import AsyncKicker
 
 from bench.common import (
-    Counter,
     cpu_seconds,
     private_server,
+    start,
     start_worker,
     stop_worker,
     wait_for_workers,
 )
 from engine.app import broker
-from engine.events.schemas import TaskSucceeded
+from engine.streams import TASKS
 from engine.tasks.diagnostics import NOOP_TASK
+
+CONCURRENCY = 10  # tasks at once per worker process, for both brokers
+
+
+async def acked_all(stream: str, durable: str, timeout: float = 300) -> None:
+    """Until ``durable`` has acknowledged everything stored in ``stream``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        last = (await broker.js.stream_info(stream)).state.last_seq
+        info = await broker.js.consumer_info(stream, durable)
+        if info.ack_floor is not None and (info.ack_floor.stream_seq or 0) >= last:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{durable}: ack floor {info.ack_floor} of {last} after {timeout}s")
+        await asyncio.sleep(0.005)
+
+
+async def run_stock(tasks: int, server_pid: int) -> float:
+    """The stock broker: one `taskiq worker bench.stock:broker` process."""
+    from bench import stock
+
+    worker = start(
+        [sys.executable, "-m", "taskiq", "worker", "bench.stock:broker", "-w", "1",
+         "--max-async-tasks", str(CONCURRENCY)]
+    )  # fmt: skip
+    try:
+        await stock.broker.startup()
+        await broker.js.purge_stream(stock.STREAM)
+        deadline = time.monotonic() + 60
+        while not (await broker.js.consumer_info(stock.STREAM, stock.DURABLE)).num_waiting:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the stock worker never pulled")
+            await asyncio.sleep(0.05)  # the worker is ready when it waits in a pull
+        cpu_before = cpu_seconds(worker.pid), cpu_seconds(server_pid)
+        started = time.perf_counter()
+        await asyncio.gather(*(stock.noop.kiq() for _ in range(tasks)))
+        await acked_all(stock.STREAM, stock.DURABLE)
+        elapsed = time.perf_counter() - started
+        cpu_after = cpu_seconds(worker.pid), cpu_seconds(server_pid)
+        per_task = [(a - b) / tasks * 1e6 for b, a in zip(cpu_before, cpu_after, strict=True)]
+        print(
+            f"stock taskiq-nats pull broker (fetch 1), 1 worker process: {tasks} tasks in "
+            f"{elapsed:.2f}s = {tasks / elapsed:,.0f} tasks/s"
+        )
+        print(f"   CPU per task: worker {per_task[0]:.0f} us, nats-server {per_task[1]:.0f} us")
+        return tasks / elapsed
+    finally:
+        await stock.broker.shutdown()
+        stop_worker(worker)
 
 
 async def run_once(processes: int, tasks: int, server_pid: int) -> float:
@@ -33,16 +87,13 @@ async def run_once(processes: int, tasks: int, server_pid: int) -> float:
     worker = start_worker(processes)
     try:
         await wait_for_workers(broker, processes, since)
-        counter = Counter(lambda e: isinstance(e, TaskSucceeded) and e.task_name == "diag.noop")
-        sub = await broker.nc.subscribe("events.task.succeeded", cb=counter.on_msg)
         cpu_before = cpu_seconds(worker.pid), cpu_seconds(server_pid), time.process_time()
         started = time.perf_counter()
         noop: AsyncKicker[..., Any] = AsyncKicker(NOOP_TASK, broker, {})
         await asyncio.gather(*(noop.kiq() for _ in range(tasks)))
         kicked = time.perf_counter() - started
-        await counter.until(tasks)
+        await acked_all(TASKS, broker.settings.tasks_durable)
         elapsed = time.perf_counter() - started
-        await sub.unsubscribe()
         cpu_after = cpu_seconds(worker.pid), cpu_seconds(server_pid), time.process_time()
         per_task = [
             (after - before) / tasks * 1e6
@@ -66,13 +117,17 @@ async def main() -> None:
     parser.add_argument("--tasks", type=int, default=2000)
     args = parser.parse_args()
     server, _ = private_server()
+    os.environ["ONEMANAGE_CONCURRENCY"] = str(CONCURRENCY)
     try:
         await broker.startup()
         await broker.ensure_streams()
-        print(f"{os.cpu_count()} CPUs; each task also feeds 2 listeners 3 lifecycle events")
+        print(f"{os.cpu_count()} CPUs; {CONCURRENCY} tasks at once per worker process")
+        stock = await run_stock(args.tasks, server.pid)
         one = await run_once(1, args.tasks, server.pid)
         two = await run_once(2, args.tasks, server.pid)
-        print(f"ratio 2 workers / 1 worker: {two / one:.2f}x")
+        print(f"engine, 1 worker process / stock: {one / stock:.2f}x")
+        print(f"engine, 2 worker processes / stock: {two / stock:.2f}x")
+        print(f"engine, 2 worker processes / 1: {two / one:.2f}x")
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"client process peak RSS {rss:.0f} MiB")
         await broker.shutdown()
