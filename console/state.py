@@ -32,6 +32,7 @@ from engine.events.schemas import (
 )
 from engine.identity import utc_now
 from engine.monitor import ConsumerFigures, StreamFigures
+from engine.streams import TASKS
 
 Clock = Callable[[], datetime]
 RowKind = Literal["task", "workflow"]
@@ -448,7 +449,7 @@ class ConsoleState:
             )
         live = [w for w in self.workers.values() if w.beat.state == "running" and not w.lost(now)]
         backlog = sum(
-            c.figures.pending for c in self.consumers.values() if c.figures.stream == "TASKS"
+            c.figures.pending for c in self.consumers.values() if c.figures.stream == TASKS
         )
         if backlog and not live:
             alerts.append(Alert("error", f"{backlog} task(s) waiting and no live worker"))
