@@ -1,0 +1,66 @@
+"""A worker runs what it is told: the named modules, or the built-in application."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from taskiq.kicker import AsyncKicker
+
+from engine.app import create_broker
+from engine.broker import OneManageBroker
+from engine.events.schemas import WorkerHeartbeat
+from engine.settings import Settings
+from engine.tasks.diagnostics import NOOP_TASK, PING_TASK
+from tests.support.harness import EventCollector, WorkerProcess
+
+pytestmark = pytest.mark.slow
+
+TEST_LANES = ["workers", "probe-a", "probe-b", "probe-flaky"]
+BUILTIN_LANES = ["workers", "workflows", "audit-log", "task-stats"]
+
+
+def test_a_broker_registers_nothing_by_itself() -> None:
+    assert OneManageBroker(Settings()).get_all_tasks() == {}
+    assert set(create_broker(Settings()).get_all_tasks()) == {PING_TASK, NOOP_TASK}
+
+
+async def _lanes_of(worker: WorkerProcess, events: EventCollector) -> list[str]:
+    try:
+        (worker_id,) = await worker.ready(events)
+        (beat, *_) = events.matching(
+            lambda e: isinstance(e, WorkerHeartbeat) and e.worker_id == worker_id
+        )
+        assert isinstance(beat, WorkerHeartbeat)
+        return beat.lanes
+    except BaseException:
+        worker.stop()
+        raise
+
+
+@pytest.mark.parametrize(
+    ("modules", "lanes"),
+    [
+        (("tests.support.tasks",), TEST_LANES),
+        ((), BUILTIN_LANES),
+        (("tests.support.tasks", "engine.builtin"), [*BUILTIN_LANES, *TEST_LANES[1:]]),
+    ],
+    ids=["only the named module", "no module: the built-in application", "both"],
+)
+async def test_a_worker_pulls_exactly_the_lanes_of_what_it_runs(
+    client: OneManageBroker,
+    events: EventCollector,
+    tmp_path: Path,
+    modules: tuple[str, ...],
+    lanes: list[str],
+) -> None:
+    worker = WorkerProcess(tmp_path, modules=modules)
+    try:
+        assert sorted(await _lanes_of(worker, events)) == sorted(lanes)
+        # Whatever it runs, it answers the health check's ping.
+        ping: AsyncKicker[..., Any] = AsyncKicker(PING_TASK, client, {})
+        result = await (await ping.kiq("assembly")).wait_result(timeout=60)
+        assert result.return_value["payload"] == "assembly"
+    finally:
+        assert worker.stop() == 0
