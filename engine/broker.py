@@ -50,8 +50,8 @@ class OneManageBroker(AsyncBroker):
         self.consumption: Consumption | None = None
         self.listener_counters: dict[str, ListenerCounters] = {}  # reported in heartbeats
         self.ready = asyncio.Event()  # set once a worker pulls from all its lanes
-        self._buckets: dict[str, tuple[JetStreamContext, KeyValue]] = {}
-        self._stores: dict[str, tuple[JetStreamContext, ObjectStore]] = {}
+        self._buckets: dict[str, KeyValue] = {}  # bound on this connection; cleared at shutdown
+        self._stores: dict[str, ObjectStore] = {}
         self.add_event_handler(TaskiqEvents.WORKER_STARTUP, self._create_streams)
 
     # -- the connection ------------------------------------------------------------
@@ -124,19 +124,15 @@ class OneManageBroker(AsyncBroker):
 
     async def key_value(self, bucket: str) -> KeyValue:
         """The KV bucket ``bucket``, bound once per connection (binding costs a round trip)."""
-        js = self.js
-        bound = self._buckets.get(bucket)
-        if bound is None or bound[0] is not js:
-            bound = self._buckets[bucket] = (js, await js.key_value(bucket))
-        return bound[1]
+        if bucket not in self._buckets:
+            self._buckets[bucket] = await self.js.key_value(bucket)
+        return self._buckets[bucket]
 
     async def object_store(self, bucket: str) -> ObjectStore:
         """The object store ``bucket``, bound once per connection."""
-        js = self.js
-        bound = self._stores.get(bucket)
-        if bound is None or bound[0] is not js:
-            bound = self._stores[bucket] = (js, await js.object_store(bucket))
-        return bound[1]
+        if bucket not in self._stores:
+            self._stores[bucket] = await self.js.object_store(bucket)
+        return self._stores[bucket]
 
     # -- publishing ----------------------------------------------------------------
 
