@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import multiprocessing
 import os
@@ -89,12 +90,30 @@ def cmd_server(args: argparse.Namespace) -> int:
 # -- worker -------------------------------------------------------------------------
 
 
+def _import_or_exit(modules: Sequence[str]) -> None:
+    """Import the worker's modules here first: a wrong name or a broken module stops it.
+
+    taskiq's own import only logs a warning and runs without them, so every task
+    of a missing module would be handed back until it is dead-lettered.
+    """
+    from taskiq.cli.utils import add_cwd_in_path
+
+    for name in modules:
+        try:
+            with add_cwd_in_path():
+                importlib.import_module(name)
+        except Exception as exc:
+            sys.exit(f"onemanage: cannot import {name}: {type(exc).__name__}: {exc}")
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from taskiq.cli.worker.args import WorkerArgs
     from taskiq.cli.worker.run import run_worker
 
     from engine.app import BUILTIN_MODULES
 
+    modules = list(args.modules or BUILTIN_MODULES)
+    _import_or_exit(modules)
     settings = load_settings()
     server = None
     if settings.embedded:
@@ -107,7 +126,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         os.environ["ONEMANAGE_CONCURRENCY"] = str(args.concurrency)
     worker_args = WorkerArgs(
         broker="engine.app:broker",
-        modules=list(args.modules or BUILTIN_MODULES),
+        modules=modules,
         workers=args.processes,
         log_level=args.log_level,
         max_async_tasks=10_000,  # lanes bound concurrency; see engine.lanes.Lane

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +16,7 @@ from engine.broker import OneManageBroker
 from engine.events.schemas import WorkerHeartbeat
 from engine.settings import Settings
 from engine.tasks.diagnostics import NOOP_TASK, PING_TASK
-from tests.support.harness import EventCollector, WorkerProcess
+from tests.support.harness import ROOT, EventCollector, WorkerProcess
 
 pytestmark = pytest.mark.slow
 
@@ -64,3 +67,27 @@ async def test_a_worker_pulls_exactly_the_lanes_of_what_it_runs(
         assert result.return_value["payload"] == "assembly"
     finally:
         assert worker.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("module", "says"),
+    [
+        ("myapp.typo", "cannot import myapp.typo: ModuleNotFoundError"),
+        (
+            "tests.support.broken_tasks",
+            "cannot import tests.support.broken_tasks: ZeroDivisionError",
+        ),
+    ],
+)
+def test_a_worker_that_cannot_import_a_module_it_was_given_does_not_start(
+    tmp_path: Path, module: str, says: str
+) -> None:
+    """taskiq alone would log a warning and run without it: its tasks would dead-letter."""
+    done = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "worker", "-p", "1", module],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert says in done.stderr, done.stderr
+    assert "pulling from" not in done.stdout + done.stderr  # no worker was started
