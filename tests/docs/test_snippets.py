@@ -41,6 +41,9 @@ pytestmark = pytest.mark.slow
 
 DOCUMENTS = documents()
 BLOCKS = [block for document in DOCUMENTS for block in document.blocks if block.runnable]
+# What runs: a block marked skip is not a test at all (test_skips_stay_few_and_say_why
+# holds the marked ones to a short list with reasons), so nothing shows as skipped.
+RUN = [block for block in BLOCKS if block.skip is None]
 MAX_SKIPS = 6  # the quick start (2), tests and .ci/run, the old system's sketches (2), benchmarks
 BLOCK_TIMEOUT = 180.0  # seconds for one foreground block (a PSD workflow takes a few)
 BIN = Path(sys.executable).parent  # .venv/bin: `onemanage`, `taskiq`, `python`
@@ -73,7 +76,7 @@ class DocumentRun:
 
     def __init__(self, doc: str, base: Path) -> None:
         self.doc = doc
-        self.blocks = [block for block in BLOCKS if block.doc == doc]
+        self.blocks = [block for block in RUN if block.doc == doc]
         self.next = 0  # the index of the first block not yet run
         self.base = base
         self.work = base / "work"  # working directory and root of the documents' files
@@ -106,11 +109,10 @@ class DocumentRun:
         while self.next < index:
             earlier = self.blocks[self.next]
             self.next += 1
-            if earlier.skip is None:
-                try:
-                    await self.run(earlier)
-                except Exception as exc:
-                    raise AssertionError(f"{earlier.id}, above this block, failed: {exc}") from exc
+            try:
+                await self.run(earlier)
+            except Exception as exc:
+                raise AssertionError(f"{earlier.id}, above this block, failed: {exc}") from exc
         self.next = index + 1
         await self.run(block)
 
@@ -294,12 +296,7 @@ async def runs(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Runs]:
     await held.close()
 
 
-def _param(block: Block) -> object:
-    marks = [pytest.mark.skip(reason=f"{block.id}: {block.skip}")] if block.skip else []
-    return pytest.param(block, id=block.id, marks=marks)
-
-
-@pytest.mark.parametrize("block", [_param(block) for block in BLOCKS])
+@pytest.mark.parametrize("block", [pytest.param(block, id=block.id) for block in RUN])
 async def test_block(block: Block, runs: Runs) -> None:
     run = await runs.of(block.doc)
     try:
