@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import signal
 import subprocess
@@ -15,10 +13,18 @@ from pathlib import Path
 
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.js.api import ConsumerInfo
 
 from engine import monitor
 from engine.broker import OneManageBroker
-from engine.events.schemas import BaseEvent, UnparsedEvent, WorkerHeartbeat, parse_event
+from engine.events.schemas import (
+    BaseEvent,
+    TaskStarted,
+    UnparsedEvent,
+    WorkerHeartbeat,
+    parse_event,
+)
+from tests.support.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,7 +38,6 @@ class EventCollector:
         self.events: list[BaseEvent] = []
         self.unparsed: list[UnparsedEvent] = []
         self._sub: Subscription | None = None
-        self._changed = asyncio.Event()
 
     async def __aenter__(self) -> EventCollector:
         async def on_msg(msg: Msg) -> None:
@@ -41,7 +46,6 @@ class EventCollector:
                 self.events.append(event)
             else:
                 self.unparsed.append(event)
-            self._changed.set()
 
         self._sub = await self.broker.nc.subscribe(self.subject, cb=on_msg)
         await self.broker.nc.flush()
@@ -58,18 +62,19 @@ class EventCollector:
         self, predicate: Callable[[BaseEvent], bool], count: int = 1, timeout: float = 60
     ) -> list[BaseEvent]:
         """Wait until ``count`` events match; fail the test with what was seen otherwise."""
-        deadline = time.monotonic() + timeout
-        while len(found := self.matching(predicate)) < count:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(
-                    f"saw {len(found)} of {count} expected events on {self.subject} "
-                    f"within {timeout}s (of {len(self.events)} events in all)"
-                )
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), min(remaining, 0.5))
-        return found
+        assert count >= 1
+
+        def enough() -> list[BaseEvent]:
+            found = self.matching(predicate)
+            return found if len(found) >= count else []
+
+        def seen() -> str:
+            return (
+                f"saw {len(self.matching(predicate))} of {count} expected events on "
+                f"{self.subject} (of {len(self.events)} events in all)"
+            )
+
+        return await eventually(enough, timeout, seen)
 
 
 TEST_MODULES = ("tests.support.tasks", "engine.builtin")
@@ -131,12 +136,68 @@ class WorkerProcess:
 
 
 async def stored_events(
-    broker: OneManageBroker, subject: str, since: timedelta = timedelta(minutes=10)
+    broker: OneManageBroker, subject: str, since: timedelta | datetime = timedelta(minutes=10)
 ) -> list[BaseEvent]:
     """The events EVENTS actually stored (what listeners and the console read).
 
     A core subscription also sees a publish that JetStream deduplicated (a
     retried publish with the same Nats-Msg-Id), so "exactly once" is counted
-    here, in the stream.
+    here, in the stream. ``since`` is a time ago or a moment (a worker's
+    ``started_at``: a test reads its own events, not the whole session's).
     """
+    if isinstance(since, datetime):
+        since = datetime.now(UTC) - since
     return await monitor.recent_events(broker, since, subject)
+
+
+def deliveries(info: ConsumerInfo) -> int:
+    """Deliveries a durable made so far: every delivery, a redelivery too, counts one."""
+    return (info.delivered.consumer_seq or 0) if info.delivered else 0
+
+
+async def settled(
+    broker: OneManageBroker,
+    stream: str,
+    durable: str,
+    through: int | None = None,
+    timeout: float = 120,
+) -> ConsumerInfo:
+    """Wait until ``durable`` has nothing left to deliver and nothing awaiting an ack.
+
+    From then on none of the messages it had can be delivered again (an acked
+    command is gone from the work queue; an acked event is below the ack
+    floor), so what their handlers did is final. With ``through`` (a stream
+    sequence), an ack floor at or past it is enough: for a durable that other
+    traffic (heartbeats) never leaves idle. Returns the durable's info.
+    """
+    last: list[ConsumerInfo] = []
+
+    async def done() -> ConsumerInfo | None:
+        info = await broker.js.consumer_info(stream, durable)
+        last[:] = [info]
+        idle = not info.num_pending and not info.num_ack_pending
+        floor = (info.ack_floor.stream_seq or 0) if info.ack_floor else 0
+        return info if idle or (through is not None and floor >= through) else None
+
+    def busy() -> str:
+        if not last:
+            return f"{stream}/{durable}: no figures"
+        info = last[0]
+        return (
+            f"{stream}/{durable} still has {info.num_pending} pending and "
+            f"{info.num_ack_pending} awaiting an ack (ack floor {info.ack_floor}, "
+            f"wanted {through})"
+        )
+
+    return await eventually(done, timeout, busy, interval=0.1)
+
+
+async def started_again(broker: OneManageBroker, since: datetime) -> str:
+    """The tasks started more than once since ``since``: what a failed "once" shows."""
+    starts: dict[str, list[str]] = {}
+    for event in await stored_events(broker, "events.task.started", since):
+        if isinstance(event, TaskStarted):
+            line = f"{event.attempt}@{event.worker_id} {event.timestamp:%H:%M:%S.%f}"
+            starts.setdefault(f"{event.task_name} {event.task_id}", []).append(line)
+    again = {task: lines for task, lines in starts.items() if len(lines) > 1}
+    return f"started more than once: {again}"

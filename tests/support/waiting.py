@@ -6,7 +6,10 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from textual.pilot import Pilot
 
 T = TypeVar("T")
 
@@ -33,3 +36,18 @@ async def eventually(
             detail = what() if callable(what) else what
             raise AssertionError(f"not true within {timeout:.0f}s: {detail or check}")
         await asyncio.sleep(interval)
+
+
+async def until(
+    pilot: Pilot[Any],
+    check: Callable[[], T],
+    timeout: float = 90,
+    what: str | Callable[[], str] = "",
+) -> T:
+    """eventually() for a Textual app under test: its screen catches up before each check."""
+
+    async def caught_up() -> T:
+        await pilot.pause(0)  # a turn for the app, and its screen's pending messages handled
+        return check()
+
+    return await eventually(caught_up, timeout, what or repr(check))
