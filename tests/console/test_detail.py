@@ -48,6 +48,7 @@ from engine.events.schemas import (
 )
 from engine.services import psd
 from engine.services.samples import DEMO_LAYERS, Fill, Group, make_demo_psd
+from tests.support.waiting import until
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 WF = "wf-" + "0" * 29
@@ -482,10 +483,8 @@ async def test_new_events_appear_while_open_and_the_selection_stays(
         assert chosen == events[3]
         for event in events[8:]:
             state.fold(event)
-        for _ in range(100):  # the screen's own timer, not a call from here
-            await pilot.pause(0.05)
-            if table.row_count == len(events):
-                break
+        # The screen's own refresh timer picks them up, not a call from here.
+        await until(pilot, lambda: table.row_count == len(events), 30)
         assert [row[1] for row in timeline_cells(screen)] == [e.event_type for e in events]
         assert table.selected == chosen
         body = text_of(screen.query_one("#event-json-body", Static))

@@ -18,12 +18,41 @@ from engine.events.schemas import (
     TaskSucceeded,
 )
 from engine.streams import TASKS
-from tests.support.harness import EventCollector, WorkerProcess, stored_events
+from tests.support.harness import (
+    EventCollector,
+    WorkerProcess,
+    deliveries,
+    settled,
+    started_again,
+    stored_events,
+)
 from tests.support.tasks import FlakyEvent, always_transient, sleep_for
+from tests.support.waiting import eventually
 
 
 def _of(task_id: str, kind: type[BaseEvent]) -> Callable[[BaseEvent], bool]:
     return lambda event: isinstance(event, kind) and getattr(event, "task_id", None) == task_id
+
+
+async def _counted(
+    client: OneManageBroker, worker: WorkerProcess, want: dict[type[BaseEvent], int], task_id: str
+) -> list[BaseEvent]:
+    """The stored task events, once each kind in ``want`` is there that often (or more).
+
+    Workers publish lifecycle events through an outbox: the last ones may
+    still be on their way when the result or the dead letter is.
+    """
+    stored: list[BaseEvent] = []
+
+    async def arrived() -> list[BaseEvent]:
+        stored[:] = await stored_events(client, "events.task.>", since=worker.started_at)
+        got = {kind: len([e for e in stored if _of(task_id, kind)(e)]) for kind in want}
+        return list(stored) if all(got[kind] >= n for kind, n in want.items()) else []
+
+    def seen() -> str:
+        return f"wanted {want} of {task_id}, stored: {[e.event_type for e in stored]}"
+
+    return await eventually(arrived, 60, seen, interval=0.2)
 
 
 async def test_a_task_longer_than_ack_wait_runs_once(
@@ -33,12 +62,17 @@ async def test_a_task_longer_than_ack_wait_runs_once(
 ) -> None:
     worker = start_workers(processes=2)
     await worker.ready(events)
+    durable = client.settings.tasks_durable
+    before = deliveries(await settled(client, TASKS, durable))
     seconds = client.settings.ack_wait * 2.5
     task = await sleep_for.kiq(seconds)
     result = await task.wait_result(check_interval=0.05, timeout=60)
     assert result.return_value == seconds
-    await asyncio.sleep(client.settings.ack_wait + 1)
-    stored = await stored_events(client, "events.task.>")
+    # Acked and gone: nothing is left to redeliver, and it was delivered once, not again.
+    delta = deliveries(await settled(client, TASKS, durable)) - before
+    assert delta == 1, await started_again(client, worker.started_at)
+    want = {TaskStarted: 1, TaskSucceeded: 1}
+    stored = await _counted(client, worker, want, task.task_id)
     assert len([e for e in stored if _of(task.task_id, TaskStarted)(e)]) == 1
     assert len([e for e in stored if _of(task.task_id, TaskSucceeded)(e)]) == 1
 
@@ -51,6 +85,8 @@ async def test_a_transient_failure_ends_as_a_dead_letter(
     worker = start_workers(processes=2)
     await worker.ready(events)
     max_deliver = client.settings.max_deliver
+    durable = client.settings.tasks_durable
+    before = deliveries(await settled(client, TASKS, durable))
     task = await always_transient.kiq()
 
     (dead,) = await events.wait_for(_of(task.task_id, TaskDeadLettered), timeout=60)
@@ -60,8 +96,19 @@ async def test_a_transient_failure_ends_as_a_dead_letter(
     assert dead.correlation_id == task.task_id
     assert task.task_id in dead.payload  # the original message, kept for later
 
-    await asyncio.sleep(0.5)  # the last failure event may trail the dead letter
-    stored = await stored_events(client, "events.task.>")
+    async def gone() -> bool:
+        try:
+            await client.js.get_msg(TASKS, dead.stream_seq)
+        except NotFoundError:
+            return True
+        return False
+
+    # Deleted from the work queue, it cannot be delivered again: the figures are final.
+    await eventually(gone, 30, "the dead letter is still in TASKS")
+    assert deliveries(await settled(client, TASKS, durable)) - before == max_deliver
+
+    want = {TaskStarted: max_deliver, TaskFailed: max_deliver, TaskDeadLettered: 1}
+    stored = await _counted(client, worker, want, task.task_id)
     failures = [e for e in stored if isinstance(e, TaskFailed) and e.task_id == task.task_id]
     assert [f.attempt for f in failures] == list(range(1, max_deliver + 1))
     assert [f.will_retry for f in failures] == [True] * (max_deliver - 1) + [False]
@@ -70,15 +117,8 @@ async def test_a_transient_failure_ends_as_a_dead_letter(
     result = await task.wait_result(check_interval=0.05, timeout=10)  # the caller hears of it
     assert result.is_err
 
-    await asyncio.sleep(client.settings.ack_wait * 2)  # nothing more comes
-    stored = await stored_events(client, "events.task.>")
     assert len([e for e in stored if _of(task.task_id, TaskStarted)(e)]) == max_deliver
     assert len([e for e in stored if _of(task.task_id, TaskDeadLettered)(e)]) == 1
-    try:
-        await client.js.get_msg(TASKS, dead.stream_seq)
-        raise AssertionError("the dead letter is still in TASKS")
-    except NotFoundError:
-        pass
 
 
 async def test_sigterm_drains_running_tasks(
@@ -90,8 +130,8 @@ async def test_sigterm_drains_running_tasks(
     await worker.ready(events)
     task = await sleep_for.kiq(2.0)
     await events.wait_for(_of(task.task_id, TaskStarted), timeout=30)
-    assert await asyncio.to_thread(worker.stop) == 0
-    stored = await stored_events(client, "events.task.>")
+    assert await asyncio.to_thread(worker.stop) == 0  # its outbox is flushed before it exits
+    stored = await stored_events(client, "events.task.>", since=worker.started_at)
     assert len([e for e in stored if _of(task.task_id, TaskSucceeded)(e)]) == 1
     result = await task.wait_result(timeout=5)
     assert result.return_value == 2.0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import Callable
@@ -10,8 +9,10 @@ from pathlib import Path
 
 from engine.broker import OneManageBroker
 from engine.events.schemas import BaseEvent, WorkerHeartbeat, new_id
-from tests.support.harness import EventCollector, WorkerProcess
+from engine.streams import EVENTS
+from tests.support.harness import EventCollector, WorkerProcess, settled
 from tests.support.tasks import ProbeEvent
+from tests.support.waiting import eventually
 
 
 def _probe(run: str, version: str, **extra: object) -> tuple[str, bytes]:
@@ -23,7 +24,8 @@ def _probe(run: str, version: str, **extra: object) -> tuple[str, bytes]:
 def _handled(path: Path, run: str) -> dict[str, str]:
     if not path.exists():
         return {}
-    rows = [line.split() for line in path.read_text().splitlines()]
+    lines = path.read_text().splitlines(keepends=True)
+    rows = [line.split() for line in lines if line.endswith("\n")]  # not one being written
     return {row[0]: row[1] for row in rows if row[2] == run}
 
 
@@ -50,26 +52,31 @@ async def test_versions_and_garbage(
     await publish_raw(after, after_payload)
 
     probe_a = data_dir / "probe-a.log"
-    for _ in range(300):
-        if after in _handled(probe_a, run):
-            break
-        await asyncio.sleep(0.1)
+    await eventually(lambda: after in _handled(probe_a, run), 60, "the last probe never handled")
+
+    def counted(event: BaseEvent) -> bool:
+        """A heartbeat by which both listeners got through all five messages."""
+        if not (isinstance(event, WorkerHeartbeat) and event.worker_id == worker_id):
+            return False
+        for name in ("probe-a", "probe-b"):
+            probe = event.listeners[name]
+            skipped = probe.skipped
+            if not (
+                skipped.get("incompatible_version", 0) >= 1
+                and skipped.get("not_json", 0) >= 1
+                and skipped.get("invalid", 0) >= 1
+                and probe.handled + probe.failed >= 2
+            ):
+                return False
+        return True
+
+    (beat,) = (await events.wait_for(counted, timeout=30))[:1]
+    for name in ("probe-a", "probe-b"):  # all five acked: none can come again
+        await settled(client, EVENTS, name)
     handled = _handled(probe_a, run)
     assert handled.get(newer_minor) == "1.9"  # a newer minor is handled
     assert after in handled  # the listener kept going after the bad ones
     assert new_major not in handled
-
-    def counted(event: BaseEvent) -> bool:
-        if not (isinstance(event, WorkerHeartbeat) and event.worker_id == worker_id):
-            return False
-        skipped = event.listeners["probe-a"].skipped
-        return (
-            skipped.get("incompatible_version", 0) >= 1
-            and skipped.get("not_json", 0) >= 1
-            and skipped.get("invalid", 0) >= 1
-        )
-
-    (beat,) = (await events.wait_for(counted, timeout=10))[:1]
     assert isinstance(beat, WorkerHeartbeat)
     probe = beat.listeners["probe-a"]
     assert probe.skipped == {"incompatible_version": 1, "not_json": 1, "invalid": 1}
@@ -77,4 +84,5 @@ async def test_versions_and_garbage(
     assert probe.failed == 0
     # The other listener of the same events counted the same, through its own durable.
     assert beat.listeners["probe-b"].skipped == probe.skipped
+    assert (beat.listeners["probe-b"].handled, beat.listeners["probe-b"].failed) == (2, 0)
     assert worker.stop() == 0

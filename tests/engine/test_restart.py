@@ -10,6 +10,7 @@ from engine.events.schemas import TaskSucceeded
 from tests.conftest import NatsServer
 from tests.support.harness import EventCollector, WorkerProcess
 from tests.support.tasks import sleep_for
+from tests.support.waiting import eventually
 
 TASKS = 60
 
@@ -24,15 +25,14 @@ async def test_the_worker_resumes_after_a_server_restart(
     await worker.ready(events)
     kicked = [await sleep_for.kiq(0.1) for _ in range(TASKS)]
     task_ids = {task.task_id for task in kicked}
-    await events.wait_for(lambda e: isinstance(e, TaskSucceeded) and e.task_id in task_ids, 5)
+    await events.wait_for(lambda e: isinstance(e, TaskSucceeded) and e.task_id in task_ids, 30)
 
     nats_server.kill()  # as a crash would: no goodbye to anyone
-    await asyncio.sleep(1.5)
+    # The outage is real once the worker says it lost the server (and this process saw it).
+    await eventually(lambda: "disconnected" in worker.log(), 30, worker.log)
+    await eventually(lambda: not client.is_connected, 30, "the test's client saw no outage")
     nats_server.restart()  # same port, same store
-    for _ in range(100):
-        if client.is_connected:
-            break
-        await asyncio.sleep(0.1)
+    await eventually(lambda: client.is_connected, 30, "the test's client did not reconnect")
 
     results = await asyncio.gather(
         *(task.wait_result(check_interval=0.1, timeout=90) for task in kicked)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 from collections import Counter
 from collections.abc import Callable
@@ -17,16 +16,36 @@ from engine.events.schemas import (
     PsdWorkflowCompleted,
     PsdWorkflowFailed,
     TaskEvent,
+    TaskSucceeded,
 )
 from engine.services.samples import make_demo_psd
+from engine.streams import TASKS
 from engine.submit import submit_psd
-from tests.support.harness import EventCollector, WorkerProcess, stored_events
+from tests.support.harness import (
+    EventCollector,
+    WorkerProcess,
+    deliveries,
+    settled,
+    started_again,
+    stored_events,
+)
+from tests.support.waiting import eventually
+
+STEP_TASKS = ["psd.validate", "psd.parse", "psd.preview", "psd.export_layers"]
 
 
 def _outcome(workflow_id: str) -> Callable[[BaseEvent], bool]:
     return lambda e: (
         isinstance(e, PsdWorkflowCompleted | PsdWorkflowFailed) and e.workflow_id == workflow_id
     )
+
+
+async def _lanes_settled(client: OneManageBroker) -> tuple[int, int]:
+    """Once both TASKS lanes have nothing left to (re)deliver: orchestrator and step deliveries."""
+    s = client.settings
+    workflows = await settled(client, TASKS, s.workflows_durable)
+    steps = await settled(client, TASKS, s.tasks_durable)
+    return deliveries(workflows), deliveries(steps)
 
 
 async def test_a_generated_psd_completes_with_a_manifest_whose_artefacts_open(
@@ -36,14 +55,16 @@ async def test_a_generated_psd_completes_with_a_manifest_whose_artefacts_open(
 ) -> None:
     worker = start_workers(processes=1)
     await worker.ready(events)
+    workflows_before, steps_before = await _lanes_settled(client)
     data = make_demo_psd()
     submission = await submit_psd(client, data, "demo.psd")
+    workflow_id = submission.workflow_id
 
-    (outcome,) = await events.wait_for(_outcome(submission.workflow_id), timeout=120)
+    (outcome,) = await events.wait_for(_outcome(workflow_id), timeout=120)
     assert isinstance(outcome, PsdWorkflowCompleted), outcome
     manifest = outcome.manifest
     document = manifest["document"]
-    assert manifest["workflow_id"] == submission.workflow_id
+    assert manifest["workflow_id"] == workflow_id
     assert manifest["input_key"] == submission.input_key
     assert set(manifest["timings_ms"]) == {"validate", "parse", "preview", "export", "total"}
 
@@ -58,12 +79,32 @@ async def test_a_generated_psd_completes_with_a_manifest_whose_artefacts_open(
         png = Image.open(io.BytesIO(await storage.get_artefact(client, image["key"])))
         assert png.size == (image["width"], image["height"])
 
-    story = [e for e in events.events if e.correlation_id == submission.workflow_id]
+    # The orchestrator and each step ran once, and nothing is left to run them again...
+    workflows_after, steps_after = await _lanes_settled(client)
+    delta = (workflows_after - workflows_before, steps_after - steps_before)
+    assert delta == (1, len(STEP_TASKS)), await started_again(client, worker.started_at)
+    tasks = Counter(["psd.process", *STEP_TASKS])
+    story: list[BaseEvent] = []
+
+    async def whole_story() -> list[BaseEvent]:
+        """...so the story is whole once each task's success (from the outbox) is stored."""
+        stored = await stored_events(client, "events.>", since=worker.started_at)
+        story[:] = [e for e in stored if e.correlation_id == workflow_id]
+        done = Counter(e.task_name for e in story if isinstance(e, TaskSucceeded))
+        return story if done.keys() == tasks.keys() else []
+
+    await eventually(whole_story, 60, lambda: f"stored: {[e.event_type for e in story]}")
     steps = [e.step for e in story if isinstance(e, PsdStepCompleted)]
     assert steps == ["validate", "parse", "preview", "export"]
-    step_tasks = {e.task_name for e in story if isinstance(e, TaskEvent)}
-    assert {"psd.process", "psd.validate", "psd.parse", "psd.preview"} <= step_tasks
-    assert story[-1] is outcome or isinstance(story[-1], TaskEvent)  # the outcome ends it
+    done = Counter(e.task_name for e in story if isinstance(e, TaskSucceeded))
+    assert done == tasks  # once each
+    # In time order (each event is stamped when made, and everything runs on this host), the
+    # outcome is the workflow's last event: after it only its orchestrator's own success.
+    story.sort(key=lambda e: e.timestamp)
+    end = next(n for n, e in enumerate(story) if e.event_id == outcome.event_id)
+    assert all(isinstance(e, TaskEvent) for e in story[end + 1 :]), story[end + 1 :]
+    after = [(e.event_type, getattr(e, "task_id", None)) for e in story[end + 1 :]]
+    assert after == [("task.succeeded", workflow_id)]  # psd.process's task id is the workflow's
 
 
 async def test_a_broken_file_fails_once_naming_step_and_code(
@@ -73,6 +114,7 @@ async def test_a_broken_file_fails_once_naming_step_and_code(
 ) -> None:
     worker = start_workers(processes=1)
     await worker.ready(events)
+    workflows_before, steps_before = await _lanes_settled(client)
     broken = make_demo_psd()[:200]  # a real header, then nothing: passes the local check
     submission = await submit_psd(client, broken, "broken.psd")
 
@@ -81,11 +123,15 @@ async def test_a_broken_file_fails_once_naming_step_and_code(
     assert outcome.step == "validate"
     assert outcome.error_code == "truncated"
     assert outcome.error_message
-    await asyncio.sleep(client.settings.ack_wait + 1)  # no second outcome, no retry
-    stored = await stored_events(client, "events.psd.>")
+    # No retry: the orchestrator and its one step were delivered once each, and nothing
+    # is left that could run them again.
+    workflows_after, steps_after = await _lanes_settled(client)
+    delta = (workflows_after - workflows_before, steps_after - steps_before)
+    assert delta == (1, 1), await started_again(client, worker.started_at)
+    stored = await stored_events(client, "events.psd.>", since=worker.started_at)
     assert len([e for e in stored if _outcome(submission.workflow_id)(e)]) == 1
     steps = [
-        e for e in events.events
+        e for e in stored
         if isinstance(e, PsdStepCompleted) and e.workflow_id == submission.workflow_id
     ]  # fmt: skip
     assert steps == []
@@ -98,6 +144,7 @@ async def test_twenty_workflows_over_two_processes_complete_once_each(
 ) -> None:
     worker = start_workers(processes=2)
     await worker.ready(events)
+    workflows_before, steps_before = await _lanes_settled(client)
     files = [make_demo_psd(seed=n) for n in range(20)]
     submissions = [await submit_psd(client, data, f"demo-{n}.psd") for n, data in enumerate(files)]
     ids = {s.workflow_id for s in submissions}
@@ -106,8 +153,11 @@ async def test_twenty_workflows_over_two_processes_complete_once_each(
         return isinstance(e, PsdWorkflowCompleted) and e.workflow_id in ids
 
     await events.wait_for(completed, 20, timeout=300)
-    await asyncio.sleep(client.settings.ack_wait + 1)
-    stored = await stored_events(client, "events.psd.>")
+    # Every orchestrator and every step delivered once: none ran twice, none can any more.
+    workflows_after, steps_after = await _lanes_settled(client)
+    delta = (workflows_after - workflows_before, steps_after - steps_before)
+    assert delta == (20, 20 * len(STEP_TASKS)), await started_again(client, worker.started_at)
+    stored = await stored_events(client, "events.psd.>", since=worker.started_at)
     done = Counter(getattr(e, "workflow_id", None) for e in stored if completed(e))
     assert set(done) == ids
     assert set(done.values()) == {1}
