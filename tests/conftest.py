@@ -2,15 +2,19 @@
 
 The environment is set before anything reads the settings, so this process and
 every worker process it spawns talk to that server with short test timings.
+The session's temp dir (server store, data dir) is removed when pytest ends.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from engine import embedded
@@ -78,3 +82,32 @@ async def client(nats_server: NatsServer, data_dir: Path) -> AsyncIterator[objec
     await broker.ensure_streams()
     yield broker
     await broker.shutdown()
+
+
+def _stop_leftovers() -> None:
+    """Stop workers and servers this session started and left running (a test that failed).
+
+    The fixtures stop what they start; this only catches what slipped through,
+    and says so, before their files are removed from under them.
+    """
+    leftovers = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            command = " ".join(child.cmdline())
+        except psutil.Error:
+            continue
+        if "engine.cli" in command or "nats-server" in command:
+            leftovers.append(child)
+    for child in leftovers:
+        logging.getLogger(__name__).warning("stopping a leftover process: %s", child)
+        child.terminate()
+    _, alive = psutil.wait_procs(leftovers, timeout=15)
+    for child in alive:
+        child.kill()
+    psutil.wait_procs(alive, timeout=5)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """After the session: its fixtures have stopped the server and the workers by now."""
+    _stop_leftovers()
+    shutil.rmtree(_SESSION_DIR, ignore_errors=True)
