@@ -6,6 +6,8 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from console.app import ConsoleApp, ConsoleOptions
 from console.state import Row
 from console.widgets.detail import DetailScreen
@@ -19,6 +21,8 @@ from engine.events.schemas import BaseEvent, TaskFailed, TaskQueued, TaskStarted
 from engine.services.samples import make_demo_psd
 from tests.conftest import NatsServer
 from tests.support.waiting import until
+
+pytestmark = pytest.mark.slow  # real apps on the session server; some start a worker
 
 SIZE = (160, 45)
 

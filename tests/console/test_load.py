@@ -37,6 +37,8 @@ from engine.events.schemas import (
 from engine.streams import EVENTS
 from tests.support import waiting
 
+pytestmark = pytest.mark.slow
+
 TASKS = 16_000
 IN_FLIGHT = 100  # a task starts 50 events after it is queued and ends 50 after that
 BATCH = 1_000

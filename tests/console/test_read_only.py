@@ -29,6 +29,8 @@ from engine.streams import EVENTS, TASKS
 from tests.console.test_app import SIZE
 from tests.support.waiting import eventually, until
 
+pytestmark = pytest.mark.slow  # a nats-server of its own, with users and permissions
+
 CONFIG = """
 accounts {
   APP {

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from engine import embedded
@@ -39,6 +40,7 @@ async def _run_ok(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str
     return done if done.returncode == 0 else None
 
 
+@pytest.mark.slow
 async def test_a_new_users_session_on_the_embedded_default(tmp_path: Path) -> None:
     """worker, check, status, demo, submit --wait, artefacts: one embedded server for all."""
     worker = await asyncio.create_subprocess_exec(
@@ -104,6 +106,7 @@ def test_server_status_without_a_server(tmp_path: Path) -> None:
     assert "no embedded nats-server running" in result.stdout
 
 
+@pytest.mark.slow  # the connect timeout, retried
 def test_a_wrong_url_fails_with_a_clear_error(tmp_path: Path) -> None:
     env = _env(tmp_path)
     env["ONEMANAGE_NATS_URL"] = "nats://127.0.0.1:9"  # nothing listens there

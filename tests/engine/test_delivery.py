@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections.abc import Callable
 
+import pytest
 from nats.js.errors import NotFoundError
 
 from engine.broker import OneManageBroker
@@ -28,6 +29,8 @@ from tests.support.harness import (
 )
 from tests.support.tasks import FlakyEvent, always_transient, sleep_for
 from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.slow
 
 
 def _of(task_id: str, kind: type[BaseEvent]) -> Callable[[BaseEvent], bool]:

@@ -1,4 +1,7 @@
-"""The embedded server: start, reuse through the ports file, clean stale files, clear errors."""
+"""The embedded server: start, reuse through the ports file, clean stale files, clear errors.
+
+Tests that start nats-server processes of their own are marked slow.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import pytest
 from engine import embedded
 
 
+@pytest.mark.slow
 def test_start_find_and_stop(tmp_path: Path) -> None:
     server = embedded.start(tmp_path, detach=False)
     try:
@@ -33,6 +37,7 @@ def test_a_stale_ports_file_is_removed(tmp_path: Path) -> None:
     assert not stale.exists()
 
 
+@pytest.mark.slow
 def test_release_stops_only_what_nobody_else_uses(tmp_path: Path) -> None:
     server = embedded.start(tmp_path, detach=False)
     reused = embedded.find_running(tmp_path)
@@ -51,6 +56,7 @@ def test_a_missing_binary_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_
         embedded.start(tmp_path)
 
 
+@pytest.mark.slow
 def test_a_server_that_cannot_start_reports_its_log(tmp_path: Path) -> None:
     first = embedded.start(tmp_path / "a", detach=False)
     try:
@@ -60,6 +66,7 @@ def test_a_server_that_cannot_start_reports_its_log(tmp_path: Path) -> None:
         first.stop()
 
 
+@pytest.mark.slow
 def test_a_restarted_embedded_server_keeps_its_port(tmp_path: Path) -> None:
     first = embedded.ensure(tmp_path)
     port = first.port
@@ -71,6 +78,7 @@ def test_a_restarted_embedded_server_keeps_its_port(tmp_path: Path) -> None:
         second.stop()
 
 
+@pytest.mark.slow
 def test_a_taken_last_port_falls_back_to_a_free_one(tmp_path: Path) -> None:
     first = embedded.ensure(tmp_path / "a")
     try:

@@ -9,6 +9,8 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from engine.broker import OneManageBroker
 from engine.events.audit import audit_path
 from engine.events.publisher import publish_event
@@ -16,6 +18,8 @@ from engine.streams import EVENTS as STREAM
 from tests.support.harness import EventCollector, WorkerProcess, deliveries, settled
 from tests.support.tasks import ProbeEvent
 from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.slow
 
 EVENTS = 100
 PROBES = ("probe-a", "probe-b")  # the test listeners of events.test.>: only this test's events

@@ -7,12 +7,16 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from engine.broker import OneManageBroker
 from engine.events.schemas import BaseEvent, WorkerHeartbeat, new_id
 from engine.streams import EVENTS
 from tests.support.harness import EventCollector, WorkerProcess, settled
 from tests.support.tasks import ProbeEvent
 from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.slow
 
 
 def _probe(run: str, version: str, **extra: object) -> tuple[str, bytes]:

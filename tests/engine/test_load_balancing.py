@@ -6,6 +6,8 @@ import asyncio
 from collections import Counter
 from collections.abc import Callable
 
+import pytest
+
 from engine.broker import OneManageBroker
 from engine.events.schemas import BaseEvent, TaskStarted, TaskSucceeded
 from engine.streams import TASKS as STREAM
@@ -19,6 +21,8 @@ from tests.support.harness import (
 )
 from tests.support.tasks import whoami
 from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.slow
 
 TASKS = 200
 

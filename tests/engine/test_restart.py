@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import pytest
+
 from engine.broker import OneManageBroker
 from engine.events.schemas import TaskSucceeded
 from tests.conftest import NatsServer
 from tests.support.harness import EventCollector, WorkerProcess
 from tests.support.tasks import sleep_for
 from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.slow
 
 TASKS = 60
 

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
+
 from engine.broker import OneManageBroker
 from tests.support.harness import EventCollector, WorkerProcess
 from tests.support.tasks import call_failing_child, fail_with, sum_via_child
+
+pytestmark = pytest.mark.slow
 
 WAIT = {"check_interval": 0.02, "timeout": 60}
 

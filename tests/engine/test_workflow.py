@@ -6,6 +6,7 @@ import io
 from collections import Counter
 from collections.abc import Callable
 
+import pytest
 from PIL import Image
 
 from engine import storage
@@ -30,6 +31,8 @@ from tests.support.harness import (
     stored_events,
 )
 from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.slow
 
 STEP_TASKS = ["psd.validate", "psd.parse", "psd.preview", "psd.export_layers"]
 
