@@ -23,6 +23,26 @@ from engine.settings import Settings
 logger = logging.getLogger(__name__)
 
 
+class _Client(Client):
+    """nats-py's client, with a PONG whose waiter gave up no longer ending its read loop.
+
+    ``flush()`` and ``rtt()`` leave their future in the PING queue when they are
+    cancelled or time out; nats-py 2.16 sets its result when the PONG arrives,
+    and the InvalidStateError ends the read loop: the connection still looks
+    connected but never reads again (no acks, no messages) until a stale-ping
+    check reconnects it minutes later. The console's 1 s round-trip poll, stopped
+    or slowed by load, hit this on the connection it shares.
+    """
+
+    async def _process_pong(self) -> None:
+        if self._pongs and self._pongs[0].done():
+            self._pongs.pop(0)  # that PING's waiter is gone: nothing to tell
+            self._pongs_received += 1
+            self._pings_outstanding = 0
+            return
+        await super()._process_pong()
+
+
 def connect_options(settings: Settings) -> dict[str, Any]:
     """nats-py ``connect`` keyword arguments for the credentials and TLS of ``settings``."""
     s = settings
@@ -97,7 +117,7 @@ class Connection:
             return self._nc
         self.closing = False
         servers = self.servers(settings)
-        client = Client()
+        client = _Client()
         attempt = client.connect(
             servers,
             name=name,
