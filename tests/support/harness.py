@@ -19,6 +19,7 @@ from engine import monitor
 from engine.broker import OneManageBroker
 from engine.events.schemas import (
     BaseEvent,
+    TaskFailed,
     TaskStarted,
     UnparsedEvent,
     WorkerHeartbeat,
@@ -193,11 +194,25 @@ async def settled(
 
 
 async def started_again(broker: OneManageBroker, since: datetime) -> str:
-    """The tasks started more than once since ``since``: what a failed "once" shows."""
-    starts: dict[str, list[str]] = {}
-    for event in await stored_events(broker, "events.task.started", since):
+    """The tasks started more than once since ``since``, and how their runs ended.
+
+    What a failed "once" shows: attempt@worker and time of each start, then
+    each failure (attempt, error, whether it was to be retried).
+    """
+    runs: dict[str, list[str]] = {}
+    started: dict[str, int] = {}
+    for event in await stored_events(broker, "events.task.>", since):
+        key = f"{getattr(event, 'task_name', '?')} {getattr(event, 'task_id', '?')}"
         if isinstance(event, TaskStarted):
-            line = f"{event.attempt}@{event.worker_id} {event.timestamp:%H:%M:%S.%f}"
-            starts.setdefault(f"{event.task_name} {event.task_id}", []).append(line)
-    again = {task: lines for task, lines in starts.items() if len(lines) > 1}
+            started[key] = started.get(key, 0) + 1
+            line = f"started {event.attempt}@{event.worker_id} {event.timestamp:%H:%M:%S.%f}"
+        elif isinstance(event, TaskFailed):
+            line = (
+                f"failed {event.attempt}@{event.worker_id} {event.error_type}: "
+                f"{event.error_message[:200]} (retry: {event.will_retry})"
+            )
+        else:
+            continue
+        runs.setdefault(key, []).append(line)
+    again = {key: lines for key, lines in runs.items() if started.get(key, 0) > 1}
     return f"started more than once: {again}"
