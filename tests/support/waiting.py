@@ -34,7 +34,7 @@ async def eventually(
             return value  # type: ignore[return-value]
         if time.monotonic() > deadline:
             detail = what() if callable(what) else what
-            raise AssertionError(f"not true within {timeout:.0f}s: {detail or check}")
+            raise AssertionError(f"not true within {timeout:g}s: {detail or _source(check)}")
         await asyncio.sleep(interval)
 
 
@@ -50,4 +50,12 @@ async def until(
         await pilot.pause(0)  # a turn for the app, and its screen's pending messages handled
         return check()
 
-    return await eventually(caught_up, timeout, what or repr(check))
+    return await eventually(caught_up, timeout, what or _source(check))
+
+
+def _source(check: Callable[..., object]) -> str:
+    """The line that wrote ``check`` (a lambda says more than its repr)."""
+    try:
+        return inspect.getsource(check).strip()
+    except (OSError, TypeError):
+        return repr(check)
