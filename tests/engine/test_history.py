@@ -44,6 +44,7 @@ async def _publish(broker: OneManageBroker, count: int, name: str = "stored") ->
         await publish_event(broker, TaskQueued(task_id=f"{name}-{n}", task_name=name))
 
 
+@pytest.mark.slow  # it stalls the loop for seconds on purpose
 @pytest.mark.parametrize("where", ["between batches", "while a batch is on its way"])
 async def test_a_reader_blocked_mid_read_still_returns_every_stored_event(
     private: OneManageBroker, where: str

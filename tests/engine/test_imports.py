@@ -57,6 +57,7 @@ def test_the_psd_application_loads_it_where_the_work_is() -> None:
         (["submit", "not-a-psd.txt"], "not a PSD or PSB file"),
     ],
 )
+@pytest.mark.slow  # three commands, each a fresh interpreter and a connection
 def test_the_commands_load_no_psd_code(
     nats_server: NatsServer, tmp_path: Path, args: list[str], says: str
 ) -> None:
