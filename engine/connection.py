@@ -31,7 +31,8 @@ class _Client(Client):
     and the InvalidStateError ends the read loop: the connection still looks
     connected but never reads again (no acks, no messages) until a stale-ping
     check reconnects it minutes later. The console's 1 s round-trip poll, stopped
-    or slowed by load, hit this on the connection it shares.
+    or slowed by load, hit this on the connection it shares. (nats.py#624 is the
+    same fault in the flusher, fixed there by #636; the PONG path still has it.)
     """
 
     async def _process_pong(self) -> None:
