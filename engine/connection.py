@@ -92,10 +92,6 @@ class Connection:
         return self._js
 
     @property
-    def is_open(self) -> bool:
-        return self._nc is not None and not self._nc.is_closed
-
-    @property
     def is_connected(self) -> bool:
         return self._nc is not None and self._nc.is_connected
 
