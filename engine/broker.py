@@ -146,7 +146,8 @@ class OneManageBroker(AsyncBroker):
             payload,
             msg_id=msg_id,
             headers=headers,
-            attempts=self.settings.publish_attempts,
+            deadline=self.settings.publish_deadline,
+            timeout=self.settings.publish_timeout,
         )
 
     async def kick(self, message: BrokerMessage) -> None:

@@ -16,16 +16,25 @@ class NotConnectedError(OneManageError):
 
 
 class PublishError(OneManageError):
-    """A message could not be stored in JetStream after the allowed attempts.
+    """A message could not be confirmed as stored in JetStream before the deadline.
 
-    ``subject`` and ``msg_id`` say what was lost, so a caller can retry with the
-    same ``msg_id`` and still get exactly one stored copy.
+    ``subject`` and ``msg_id`` say which message, so a caller can retry with the
+    same ``msg_id`` and still get exactly one stored copy. ``outcome`` is
+    "not_stored" when it certainly was not stored, "unknown" when an attempt
+    timed out and it may have been (a kick may then still run).
     """
 
-    def __init__(self, message: str, *, subject: str, msg_id: str) -> None:
+    def __init__(
+        self, message: str, *, subject: str, msg_id: str, outcome: str = "not_stored"
+    ) -> None:
         super().__init__(message)
         self.subject = subject
         self.msg_id = msg_id
+        self.outcome = outcome
+
+
+class StoreFullError(PublishError):
+    """JetStream refused the message for lack of resources (store full, account limits)."""
 
 
 class StreamConfigError(OneManageError):
@@ -67,5 +76,20 @@ _TRANSIENT = (
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Should the delivery that raised ``exc`` be tried again later?"""
-    return isinstance(exc, _TRANSIENT)
+    """Should the delivery that raised ``exc`` be tried again later?
+
+    Errors that wrap one of these (taskiq's SendTaskError around a
+    PublishError, a ResultGetError around a timeout) are classified by their
+    cause, so an outage is never mistaken for a failure of the work. One of the
+    engine's own errors says what it is: its cause is not looked at.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, _TRANSIENT):
+            return True
+        if isinstance(current, OneManageError):
+            return False
+        seen.add(id(current))
+        current = current.__cause__
+    return False

@@ -12,7 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from engine.streams import EVENTS, EVENTS_SUBJECTS, TASKS
+from engine.streams import DEFAULT_LANE as DEFAULT_LANE
+from engine.streams import EVENTS, EVENTS_SUBJECTS, TASK_LANES, TASKS
+from engine.streams import WORKFLOW_LANE as WORKFLOW_LANE
+from engine.streams import lane_subjects as lane_subjects
 
 # Labels a task carries: its route ...
 STREAM_LABEL = "stream"
@@ -28,9 +31,7 @@ QUEUED_AT_LABEL = "queued_at"
 TASK_ID_HEADER = "Onemanage-Task-Id"
 MSG_ID_HEADER = "Nats-Msg-Id"
 
-DEFAULT_LANE = "default"
-WORKFLOW_LANE = "workflow"
-LANES = frozenset({DEFAULT_LANE, WORKFLOW_LANE})  # a lane without a durable would never run
+LANES = frozenset(TASK_LANES)  # a lane without a durable would never run
 
 Deliver = Literal["new", "all"]
 
@@ -46,10 +47,6 @@ def task_name_of(subject: str) -> str:
     """The task name in a TASKS subject."""
     parts = subject.split(".", 2)
     return parts[2] if len(parts) == 3 else subject
-
-
-def lane_subjects(lane: str) -> str:
-    return f"tasks.{lane}.>"
 
 
 def lane_of(labels: Mapping[str, Any]) -> str:

@@ -51,11 +51,13 @@ class Settings(BaseSettings):
     tasks_max_bytes: int = -1
     events_max_age: float = 7 * 24 * 3600
     events_max_bytes: int = 1024**3
+    events_max_msg_size: int = 1024**2  # capped further at events_max_bytes / 16
     duplicate_window: float = 120.0
     replicas: int = 1
     results_ttl: float = 3600.0
     inputs_ttl: float = 7 * 24 * 3600
     artefacts_ttl: float = 7 * 24 * 3600
+    marks_ttl: float = 24 * 3600  # how long a listener remembers an event it handled
 
     # Consumers and delivery.
     ack_wait: float = 30.0
@@ -76,8 +78,10 @@ class Settings(BaseSettings):
 
     # Observability.
     heartbeat_interval: float = 5.0
-    publish_timeout: float = 2.0
-    publish_attempts: int = 3
+    publish_timeout: float = 2.0  # one attempt's wait for the stream's acknowledgement
+    # How long a publish keeps retrying "not stored yet" (timeouts, no responders,
+    # elections, recovery) before its error says the outcome is unknown.
+    publish_deadline: float = 30.0
 
     @field_validator("nats_url", mode="before")
     @classmethod

@@ -15,6 +15,7 @@ from typing import Any
 from nats.js import JetStreamContext
 from nats.js.api import (
     DiscardPolicy,
+    KeyValueConfig,
     ObjectStoreConfig,
     RetentionPolicy,
     StorageType,
@@ -30,10 +31,16 @@ logger = logging.getLogger(__name__)
 
 TASKS = "TASKS"
 EVENTS = "EVENTS"
-TASKS_SUBJECTS = "tasks.>"
+# The lanes of TASKS (engine.routing, engine.lanes): TASKS stores only their
+# subjects, so a publish anywhere else is refused by the server instead of
+# being stored where no durable reads it.
+DEFAULT_LANE = "default"
+WORKFLOW_LANE = "workflow"
+TASK_LANES = (DEFAULT_LANE, WORKFLOW_LANE)
 EVENTS_SUBJECTS = "events.>"
 RESULTS_BUCKET = "onemanage_results"
 STATS_BUCKET = "onemanage_task_stats"
+MARKS_BUCKET = "onemanage_listener_marks"
 INPUTS_BUCKET = "onemanage_inputs"
 ARTEFACTS_BUCKET = "onemanage_artefacts"
 
@@ -48,7 +55,12 @@ MUTABLE_FIELDS = (
     "num_replicas",
     "duplicate_window",
     "discard",
+    "max_msg_size",
 )
+
+
+def lane_subjects(lane: str) -> str:
+    return f"tasks.{lane}.>"
 
 
 def _window(settings: Settings, max_age: float) -> float:
@@ -60,15 +72,16 @@ def _stream(
     settings: Settings,
     name: str,
     description: str,
-    subjects: str,
+    subjects: list[str],
     retention: RetentionPolicy,
     max_age: float,
     max_bytes: int,
+    max_msg_size: int = -1,
 ) -> StreamConfig:
     return StreamConfig(
         name=name,
         description=description,
-        subjects=[subjects],
+        subjects=subjects,
         retention=retention,
         storage=StorageType.FILE,
         max_age=max_age if max_age > 0 else None,
@@ -77,6 +90,7 @@ def _stream(
         num_replicas=settings.replicas,
         duplicate_window=_window(settings, max_age),
         discard=DiscardPolicy.OLD,
+        max_msg_size=max_msg_size,
     )
 
 
@@ -85,7 +99,7 @@ def tasks_stream(settings: Settings) -> StreamConfig:
         settings,
         TASKS,
         "OneManage commands: one shared durable per lane, load balanced",
-        TASKS_SUBJECTS,
+        [lane_subjects(lane) for lane in TASK_LANES],
         RetentionPolicy.WORK_QUEUE,
         settings.tasks_max_age,
         settings.tasks_max_bytes,
@@ -97,18 +111,31 @@ def events_stream(settings: Settings) -> StreamConfig:
         settings,
         EVENTS,
         "OneManage events: the system's history, one durable per listener",
-        EVENTS_SUBJECTS,
+        [EVENTS_SUBJECTS],
         RetentionPolicy.LIMITS,
         settings.events_max_age,
         settings.events_max_bytes,
+        events_message_cap(settings),
     )
+
+
+def events_message_cap(settings: Settings) -> int:
+    """The largest event EVENTS stores: well below max_bytes, so one event never evicts the history.
+
+    With discard-old, a message bigger than max_bytes is stored and empties the
+    stream (PLATFORM-NOTES); the server refuses one bigger than max_msg_size.
+    """
+    cap = settings.events_max_msg_size
+    if settings.events_max_bytes > 0:
+        cap = min(cap, max(1, settings.events_max_bytes // 16))
+    return cap
 
 
 def _normal(field: str, value: Any) -> Any:
     """Compare like the server: an unset age is 0, an unset size is -1."""
     if field == "max_age":
         return float(value or 0)
-    if field in ("max_bytes", "max_msgs"):
+    if field in ("max_bytes", "max_msgs", "max_msg_size"):
         return -1 if value is None else value
     if field == "num_replicas":
         return value or 1
@@ -147,15 +174,28 @@ async def ensure_stream(js: JetStreamContext, want: StreamConfig) -> StreamInfo:
     return await js.update_stream(updated)
 
 
-async def ensure_bucket(js: JetStreamContext, bucket: str, ttl: float) -> None:
-    """Create the KV bucket ``bucket`` with entries expiring after ``ttl`` seconds."""
+async def ensure_bucket(js: JetStreamContext, bucket: str, settings: Settings, ttl: float) -> None:
+    """Create the KV bucket ``bucket`` (entries expire after ``ttl`` s), or bring it to the spec.
+
+    Without ``replicas`` nats-py makes an R1 bucket even when every stream is
+    R3: the node holding it would be a single point of loss (PLATFORM-NOTES).
+    """
     stream = f"KV_{bucket}"
+    age = ttl if ttl > 0 else None
     try:
         info = await js.stream_info(stream)
     except NotFoundError:
-        await js.create_key_value(bucket=bucket, history=1, ttl=ttl if ttl > 0 else None)
+        await js.create_key_value(
+            KeyValueConfig(
+                bucket=bucket,
+                history=1,
+                ttl=age,
+                storage=StorageType.FILE,
+                replicas=settings.replicas,
+            )
+        )
         return
-    await ensure_stream(js, replace(info.config, max_age=ttl if ttl > 0 else None))
+    await ensure_stream(js, replace(info.config, max_age=age, num_replicas=settings.replicas))
 
 
 async def ensure_object_store(
@@ -170,7 +210,9 @@ async def ensure_object_store(
         )
         await js.create_object_store(bucket, config=config)
         return
-    await ensure_stream(js, replace(info.config, max_age=ttl or None))
+    await ensure_stream(
+        js, replace(info.config, max_age=ttl or None, num_replicas=settings.replicas)
+    )
 
 
 async def ensure_streams(js: JetStreamContext, settings: Settings) -> dict[str, StreamInfo]:
@@ -179,8 +221,9 @@ async def ensure_streams(js: JetStreamContext, settings: Settings) -> dict[str, 
         TASKS: await ensure_stream(js, tasks_stream(settings)),
         EVENTS: await ensure_stream(js, events_stream(settings)),
     }
-    await ensure_bucket(js, RESULTS_BUCKET, settings.results_ttl)
-    await ensure_bucket(js, STATS_BUCKET, 0)
+    await ensure_bucket(js, RESULTS_BUCKET, settings, settings.results_ttl)
+    await ensure_bucket(js, STATS_BUCKET, settings, 0)
+    await ensure_bucket(js, MARKS_BUCKET, settings, settings.marks_ttl)
     await ensure_object_store(js, INPUTS_BUCKET, settings, settings.inputs_ttl)
     await ensure_object_store(js, ARTEFACTS_BUCKET, settings, settings.artefacts_ttl)
     return infos

@@ -24,9 +24,10 @@ async def test_both_streams_exist_with_the_expected_config(client: OneManageBrok
     infos = await ensure_streams(client.js, client.settings)
     tasks, events = infos[TASKS].config, infos[EVENTS].config
     assert tasks.retention == RetentionPolicy.WORK_QUEUE
-    assert tasks.subjects == ["tasks.>"]
+    assert tasks.subjects == ["tasks.default.>", "tasks.workflow.>"]  # only what a lane reads
     assert events.retention == RetentionPolicy.LIMITS
     assert events.subjects == ["events.>"]
+    assert 0 < events.max_msg_size <= events.max_bytes // 16  # one event never evicts the rest
     assert events.max_age == pytest.approx(client.settings.events_max_age)
     assert events.duplicate_window == pytest.approx(client.settings.duplicate_window)
     assert tasks.storage == events.storage == StorageType.FILE
