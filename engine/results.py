@@ -7,21 +7,26 @@ needs no extra connection and was ~2.4x faster (PLATFORM-NOTES).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 import nats.errors
+from nats.aio.subscription import Subscription
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 from taskiq import AsyncResultBackend, TaskiqResult
 from taskiq.exceptions import ResultGetError
 
 from engine.broker import OneManageBroker
-from engine.errors import PublishError
+from engine.errors import PublishError, is_transient
 from engine.routing import is_event_task
 from engine.streams import RESULTS_BUCKET
 
 logger = logging.getLogger(__name__)
+
+RELOOK = 2.0  # seconds between reads while waiting for a pushed result
 
 
 class NatsKVResultBackend(AsyncResultBackend[Any]):
@@ -76,19 +81,47 @@ async def await_result(broker: OneManageBroker, task_id: str, timeout: float) ->
     taskiq's wait_result polls every 0.2 s (about 200 ms per orchestrated step);
     here a core subscription on the key's subject wakes us as the result lands,
     and the message it receives is the result itself (no second read).
-    Raises TimeoutError after ``timeout`` seconds.
+
+    "No result yet" and "cannot read right now" are different: a read that
+    fails during an outage or an election is tried again, and the key is read
+    again every RELOOK seconds because a put made while this process was
+    disconnected is never pushed. Raises TimeoutError after ``timeout`` seconds.
     """
     backend = broker.result_backend
     assert isinstance(backend, NatsKVResultBackend)
-    # Subscribe before looking, so a result stored in between is not missed.
-    subscription = await broker.nc.subscribe(f"$KV.{RESULTS_BUCKET}.{task_id}", max_msgs=1)
+    give_up = time.monotonic() + timeout
+    subscription: Subscription | None = None
+    unreadable: BaseException | None = None
+    failures = 0
     try:
-        value = await backend.stored(task_id)
-        if value is None:
-            value = (await subscription.next_msg(timeout=timeout)).data
-    except nats.errors.TimeoutError as exc:
-        raise TimeoutError(f"no result for task {task_id} within {timeout:.0f}s") from exc
+        while (left := give_up - time.monotonic()) > 0:
+            try:
+                if subscription is None:
+                    # Subscribe before looking, so a result stored in between is not missed.
+                    subscription = await broker.nc.subscribe(
+                        f"$KV.{RESULTS_BUCKET}.{task_id}", max_msgs=1
+                    )
+                value = await backend.stored(task_id)
+                unreadable, failures = None, 0
+                if value is None:
+                    value = (await subscription.next_msg(timeout=min(left, RELOOK))).data
+                return TaskiqResult[Any].model_validate_json(value)
+            except nats.errors.TimeoutError:
+                continue  # nothing pushed yet: look again
+            except Exception as exc:
+                if not is_transient(exc) and not isinstance(exc, nats.errors.Error):
+                    raise
+                unreadable, failures = exc, failures + 1
+                if failures == 1:
+                    logger.warning("cannot read the result of %s yet: %r", task_id, exc)
+                await asyncio.sleep(min(0.1 * 2**failures, 2.0, max(left, 0)))
     finally:
-        with contextlib.suppress(Exception):
-            await subscription.unsubscribe()
-    return TaskiqResult[Any].model_validate_json(value)
+        if subscription is not None:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+    if unreadable is not None:
+        raise TimeoutError(
+            f"no result for task {task_id} within {timeout:.0f}s: the results could not be "
+            f"read ({type(unreadable).__name__}: {unreadable})"
+        ) from unreadable
+    raise TimeoutError(f"no result for task {task_id} within {timeout:.0f}s")
