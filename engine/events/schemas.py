@@ -126,31 +126,57 @@ class TaskFailed(TaskEvent):
     will_retry: bool = False
 
 
+DeadLetterReason = Literal["max_deliveries", "undecodable", "wrong_subject"]
+
+
 class TaskDeadLettered(TaskEvent):
-    """A task the server stopped delivering after max deliver: kept here for later."""
+    """A task no worker will run, kept here with its payload for later.
+
+    ``reason``: the server stopped delivering it after max deliver, or a
+    worker refused it because it could not be decoded or its task name does
+    not belong to the subject it came on (1.1; 1.0 events were all max
+    deliveries). ``error`` says what was wrong with it.
+    """
 
     event_type: Literal["task.dead_lettered"] = "task.dead_lettered"
-    event_version: str = "1.0"
+    event_version: str = "1.1"
     stream: str
     consumer: str
     stream_seq: int
     deliveries: int
     payload: str = ""
     payload_truncated: bool = False
+    reason: DeadLetterReason = "max_deliveries"
+    error: str = ""
 
 
 # -- workers ---------------------------------------------------------------------------
 
 
 class ListenerCounters(BaseModel):
+    """One listener's counts in this process; ``duplicates`` and ``missed`` since 1.1."""
+
     handled: int = 0
     failed: int = 0
     skipped: dict[str, int] = Field(default_factory=dict)
+    duplicates: int = 0  # redelivered events it had already handled, not handled again
+    missed: int = 0  # events EVENTS discarded (discard-old) before this listener read them
+
+
+class LaneHealth(BaseModel):
+    """Whether one lane of a worker is pulling; a worker with a degraded lane is not healthy."""
+
+    state: Literal["ok", "degraded"] = "ok"
+    restarts: int = 0  # pull or dispatch loops that died and were started again
+    failures: int = 0  # consecutive failed fetches
+    last_error: str = ""
 
 
 class WorkerHeartbeat(BaseEvent):
+    """A worker process is alive; ``lane_health`` (1.1) says whether each lane pulls."""
+
     event_type: Literal["worker.heartbeat"] = "worker.heartbeat"
-    event_version: str = "1.0"
+    event_version: str = "1.1"
     worker_id: str
     host: str
     pid: int
@@ -162,6 +188,11 @@ class WorkerHeartbeat(BaseEvent):
     failed: int = 0
     lanes: list[str] = Field(default_factory=list)
     listeners: dict[str, ListenerCounters] = Field(default_factory=dict)
+    lane_health: dict[str, LaneHealth] = Field(default_factory=dict)
+
+    @property
+    def degraded_lanes(self) -> list[str]:
+        return sorted(name for name, lane in self.lane_health.items() if lane.state != "ok")
 
 
 # -- the PSD workflow (correlation_id is the workflow id) -------------------------------
@@ -206,7 +237,13 @@ class PsdWorkflowFailed(PsdWorkflowEvent):
 # -- reading ---------------------------------------------------------------------------
 
 UnparsedReason = Literal[
-    "not_json", "not_object", "missing_type", "unknown_type", "incompatible_version", "invalid"
+    "not_json",
+    "too_deep",
+    "not_object",
+    "missing_type",
+    "unknown_type",
+    "incompatible_version",
+    "invalid",
 ]
 
 
