@@ -264,14 +264,43 @@ def _excerpt(raw: object, limit: int = 500) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+MAX_EVENT_DEPTH = 32  # no event of ours nests deeper than a handful of levels
+
+
+def too_deep(value: object, limit: int = MAX_EVENT_DEPTH) -> bool:
+    """Does ``value`` nest lists or dicts deeper than ``limit``? Iterative: no recursion."""
+    level: list[object] = [value]
+    for _ in range(limit + 1):
+        level = [
+            child
+            for item in level
+            if isinstance(item, dict | list)
+            for child in (item.values() if isinstance(item, dict) else item)
+            if isinstance(child, dict | list)
+        ]
+        if not level:
+            return False
+    return True
+
+
 def parse_event(raw: object) -> BaseEvent | UnparsedEvent:
-    """Turn bytes, text or a decoded dict into its event class; never raises."""
+    """Turn bytes, text or a decoded dict into its event class; never raises.
+
+    Nesting is bounded: json.loads raises RecursionError (not ValueError) near
+    1,000 levels, and a deep value would make every reader after it pay.
+    """
     data = raw
     if isinstance(raw, bytes | bytearray | str):
         try:
             data = json.loads(raw)
-        except ValueError as exc:
-            return UnparsedEvent("not_json", str(exc), raw=_excerpt(raw))
+        except RecursionError:
+            return UnparsedEvent("too_deep", "nested too deeply to decode", raw=_excerpt(raw))
+        except Exception as exc:  # ValueError, MemoryError: this payload only
+            return UnparsedEvent("not_json", f"{type(exc).__name__}: {exc}", raw=_excerpt(raw))
+    if too_deep(data):
+        return UnparsedEvent(
+            "too_deep", f"nested deeper than {MAX_EVENT_DEPTH} levels", raw=_excerpt(raw)
+        )
     if not isinstance(data, dict):
         return UnparsedEvent("not_object", f"payload is {type(data).__name__}", raw=_excerpt(raw))
     event_type = data.get("event_type")

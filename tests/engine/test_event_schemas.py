@@ -125,3 +125,21 @@ def test_now_is_recent() -> None:
     assert datetime.now(UTC) - TaskQueued(task_id="t", task_name="x").timestamp < timedelta(
         minutes=1
     )
+
+
+def _nested(depth: int) -> str:
+    return '{"d":' * depth + "1" + "}" * depth
+
+
+def test_a_deeply_nested_event_is_unparsed_not_raised() -> None:
+    """json.loads raises RecursionError near 1,000 levels: it must stay this event's problem."""
+    raw = '{"event_type":"task.queued","event_version":"1.0","x":' + _nested(1000) + "}"
+    event = parse_event(raw.encode())
+    assert isinstance(event, UnparsedEvent) and event.reason == "too_deep"
+
+
+def test_nesting_is_bounded_even_when_it_decodes() -> None:
+    valid = TaskQueued(task_id="t1", task_name="demo").model_dump(mode="json")
+    event = parse_event({**valid, "x": json.loads(_nested(40))})
+    assert isinstance(event, UnparsedEvent) and event.reason == "too_deep"
+    assert isinstance(parse_event({**valid, "x": json.loads(_nested(5))}), TaskQueued)
