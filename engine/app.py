@@ -3,7 +3,7 @@
 Everything a OneManage process is made of is put together here, once:
 
 * ``create_broker(settings)``: a OneManageBroker with the KV result backend,
-  the lifecycle middleware, the dead-letter watch, and the diagnostic tasks
+  the lifecycle middleware, the dead-letter and discard watches, and the diagnostic tasks
   every worker answers (``diag.ping`` for ``onemanage check``);
 * ``broker``: the process's broker; task modules decorate with it
   (``@broker.task``), clients start it (``await broker.startup()``);
@@ -18,12 +18,15 @@ own CLI does.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 
 from taskiq import TaskiqEvents, TaskiqState
 
 from engine.broker import OneManageBroker
 from engine.deadletters import watch_dead_letters
+from engine.discards import DiscardWatch, watch_discards
 from engine.events.listeners import Handler, ListenerTask
 from engine.events.listeners import event_listener as _event_listener
 from engine.middleware import LifecycleMiddleware
@@ -46,6 +49,21 @@ def create_broker(settings: Settings | None = None) -> OneManageBroker:
         await watch_dead_letters(broker)
 
     broker.add_event_handler(TaskiqEvents.WORKER_STARTUP, dead_letters)
+    watch = DiscardWatch(broker)
+    watching: list[asyncio.Task[None]] = []
+
+    async def discards(state: TaskiqState) -> None:
+        watching.append(asyncio.create_task(watch_discards(watch), name="discard-watch"))
+
+    async def stop_discards(state: TaskiqState) -> None:
+        for task in watching:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        watching.clear()
+
+    broker.add_event_handler(TaskiqEvents.WORKER_STARTUP, discards)
+    broker.add_event_handler(TaskiqEvents.WORKER_SHUTDOWN, stop_discards)
     for name, function in diagnostics.TASKS.items():
         broker.register_task(function, task_name=name)
     return broker

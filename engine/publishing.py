@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 # JetStream's "insufficient resources" (a full store or account limit): waiting does not help.
 INSUFFICIENT_RESOURCES = 10023
+MESSAGE_TOO_LARGE = 10054  # over the stream's max_msg_size
 BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 1.0
 
@@ -82,7 +83,7 @@ async def publish(
             maybe_stored = maybe_stored or isinstance(exc, _MAYBE_STORED)
             left = give_up - time.monotonic()
             if not _retryable(exc) or left <= 0:
-                raise _failure(exc, subject, msg_id, attempt, maybe_stored) from exc
+                raise _failure(exc, subject, msg_id, attempt, maybe_stored, len(payload)) from exc
             if attempt == 1 or attempt % 10 == 0:
                 logger.warning(
                     "publish to %s not stored yet (%s, attempt %d, msg id %s): retrying",
@@ -92,9 +93,16 @@ async def publish(
 
 
 def _failure(
-    exc: Exception, subject: str, msg_id: str, attempts: int, maybe_stored: bool
+    exc: Exception, subject: str, msg_id: str, attempts: int, maybe_stored: bool, size: int
 ) -> PublishError:
     reason = f"{type(exc).__name__}: {exc}".rstrip(": ")
+    if isinstance(exc, nats.js.errors.APIError) and exc.err_code == MESSAGE_TOO_LARGE:
+        return PublishError(
+            f"cannot publish to {subject}: the message is {size} bytes, more than the stream "
+            f"stores in one message (max_msg_size); it was not stored",
+            subject=subject,
+            msg_id=msg_id,
+        )
     if isinstance(exc, nats.js.errors.ServiceUnavailableError) and not _retryable(exc):
         return StoreFullError(
             f"cannot publish to {subject}: the JetStream store is full or over its account "

@@ -1,0 +1,102 @@
+"""Missed events: what EVENTS discarded (discard-old) before a listener read it.
+
+EVENTS is a limits stream: when full it drops its oldest messages whether or
+not a durable has read them, and the durable then jumps past them without a
+word (its delivered pointer lands below the stream's first sequence,
+PLATFORM-NOTES). A worker compares each of its listener durables' pointer
+with the stream's first sequence, every heartbeat and, while the stream is
+near its limits, before each fetch of a listener lane; each gap is counted
+once in ``ListenerCounters.missed`` (travels in the heartbeat) and logged as
+an error. Every process of a durable sees the same gap: readers take the
+largest count per durable, not the sum.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from nats.js.api import StreamInfo
+
+from engine.broker import OneManageBroker
+from engine.events.schemas import ListenerCounters
+from engine.lanes import Lane
+from engine.streams import EVENTS
+
+logger = logging.getLogger(__name__)
+
+NEAR_FULL = 0.9  # of max_bytes or max_msgs: from here on a lagging listener can lose events
+
+
+def near_limits(info: StreamInfo) -> bool:
+    """Is the stream close enough to a size limit that the next publishes discard?"""
+    config, state = info.config, info.state
+    by_bytes = (config.max_bytes or -1) > 0 and state.bytes >= NEAR_FULL * (config.max_bytes or 0)
+    by_msgs = (config.max_msgs or -1) > 0 and state.messages >= NEAR_FULL * (config.max_msgs or 0)
+    return by_bytes or by_msgs
+
+
+class DiscardWatch:
+    """Counts, per listener durable, the events discarded before it read them."""
+
+    def __init__(self, broker: OneManageBroker) -> None:
+        self.broker = broker
+        self.at_risk = False
+        self._through: dict[str, int] = {}  # per durable: the last sequence already accounted for
+
+    def _listener_lanes(self) -> list[Lane]:
+        return [lane for lane in self.broker.lanes if lane.stream == EVENTS]
+
+    async def tick(self) -> None:
+        """Check every listener lane of this worker; note whether the stream is near full."""
+        lanes = self._listener_lanes()
+        if not lanes:
+            return
+        info = await self.broker.js.stream_info(EVENTS)
+        self.at_risk = near_limits(info)
+        for lane in lanes:
+            await self.check(lane.durable, info.state.first_seq)
+
+    async def before_fetch(self, lane: Lane) -> None:
+        """While EVENTS is near full, look before each fetch: a fetch is when the jump happens."""
+        if not self.at_risk or lane.stream != EVENTS:
+            return
+        info = await self.broker.js.stream_info(EVENTS)
+        self.at_risk = near_limits(info)
+        await self.check(lane.durable, info.state.first_seq)
+
+    async def check(self, durable: str, first_seq: int) -> int:
+        """Count the events below ``first_seq`` the durable never got; returns the new ones."""
+        info = await self.broker.js.consumer_info(EVENTS, durable)
+        delivered = info.delivered.stream_seq or 0 if info.delivered else 0
+        never_delivered = not (info.delivered and info.delivered.consumer_seq)
+        known = self._through.get(durable)
+        if known is None and never_delivered:
+            # A new durable: what the stream dropped before it existed was never its to read.
+            self._through[durable] = max(delivered, first_seq - 1)
+            return 0
+        through = max(delivered, known or 0)
+        gap = first_seq - 1 - through
+        if gap <= 0:
+            return 0
+        self._through[durable] = first_seq - 1
+        counters = self.broker.listener_counters.setdefault(durable, ListenerCounters())
+        counters.missed += gap
+        logger.error(
+            "listener %s missed %d event(s) (#%d-#%d): EVENTS discarded them at its limits "
+            "before the listener read them; raise ONEMANAGE_EVENTS_MAX_BYTES or speed it up",
+            durable, gap, through + 1, first_seq - 1,
+        )  # fmt: skip
+        return gap
+
+
+async def watch_discards(watch: DiscardWatch) -> None:
+    """Tick every heartbeat interval once the worker pulls; a failed look is tried next time."""
+    broker = watch.broker
+    await broker.ready.wait()
+    while True:
+        try:
+            await watch.tick()
+        except Exception as exc:  # a server away: the next tick looks again
+            logger.debug("discard watch: %s", exc)
+        await asyncio.sleep(broker.settings.heartbeat_interval)
