@@ -221,41 +221,14 @@ async def _status() -> int:
 
 
 async def _check(timeout: float) -> int:
-    from taskiq.kicker import AsyncKicker
+    """One line per finding; exit 0 all ok, 1 a warning, 2 something critical. Never a traceback."""
+    from engine import health
 
-    from engine import monitor
-    from engine.app import broker
-    from engine.streams import EVENTS, TASKS
-    from engine.tasks.diagnostics import PING_TASK
-
-    problems = 0
-    started = time.perf_counter()
-    await broker.nc.flush()
-    print(f"ok   connected to {broker.nc.connected_url.netloc if broker.nc.connected_url else '?'}"
-          f" (round trip {(time.perf_counter() - started) * 1000:.1f} ms)")  # fmt: skip
-    for name in (TASKS, EVENTS):
-        if await monitor.stream_figures(broker, name) is None:
-            print(f"FAIL stream {name} missing: no worker has started against this server")
-            problems += 1
-        else:
-            print(f"ok   stream {name}")
-    workers = await monitor.live_workers(broker)
-    if not workers:
-        print("FAIL no live worker (no heartbeat in the last intervals): start `onemanage worker`")
-        return 1
-    print(f"ok   {len(workers)} live worker(s)")
-    started = time.perf_counter()
-    kicker: AsyncKicker[..., Any] = AsyncKicker(PING_TASK, broker, {})
-    task = await kicker.kiq("check")
-    try:
-        result = await task.wait_result(check_interval=0.02, timeout=timeout)
-    except Exception as exc:
-        print(f"FAIL ping task did not come back within {timeout:.0f}s: {exc}")
-        return 1
-    elapsed = (time.perf_counter() - started) * 1000
-    print(f"ok   ping ran on {result.return_value['host']}:{result.return_value['pid']} "
-          f"({elapsed:.0f} ms round trip)")  # fmt: skip
-    return 1 if problems else 0
+    worst = 0
+    async for finding in health.findings(timeout):
+        print(f"{finding.label} {finding.text}", flush=True)
+        worst = max(worst, finding.level)
+    return worst
 
 
 # -- submit and artefacts -----------------------------------------------------------
