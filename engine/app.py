@@ -26,7 +26,7 @@ from taskiq import TaskiqEvents, TaskiqState
 
 from engine.broker import OneManageBroker
 from engine.deadletters import watch_dead_letters
-from engine.discards import DiscardWatch, watch_discards
+from engine.discards import DiscardWatch, look, watch_discards
 from engine.events.listeners import Handler, ListenerTask
 from engine.events.listeners import event_listener as _event_listener
 from engine.middleware import LifecycleMiddleware
@@ -53,6 +53,7 @@ def create_broker(settings: Settings | None = None) -> OneManageBroker:
     watching: list[asyncio.Task[None]] = []
 
     async def discards(state: TaskiqState) -> None:
+        await look(watch)  # before the lanes pull: see engine.discards
         watching.append(asyncio.create_task(watch_discards(watch), name="discard-watch"))
 
     async def stop_discards(state: TaskiqState) -> None:

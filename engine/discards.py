@@ -14,13 +14,15 @@ largest count per durable, not the sum.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from nats.js.api import StreamInfo
+from nats.js.errors import NotFoundError
 
 from engine.broker import OneManageBroker
 from engine.events.schemas import ListenerCounters
-from engine.lanes import Lane
+from engine.lanes import Lane, plan_lanes
 from engine.streams import EVENTS
 
 logger = logging.getLogger(__name__)
@@ -44,18 +46,25 @@ class DiscardWatch:
         self.at_risk = False
         self._through: dict[str, int] = {}  # per durable: the last sequence already accounted for
 
-    def _listener_lanes(self) -> list[Lane]:
-        return [lane for lane in self.broker.lanes if lane.stream == EVENTS]
+    def durables(self) -> list[str]:
+        """This worker's listener durables (known before its lanes start pulling)."""
+        lanes = plan_lanes(self.broker.get_all_tasks(), self.broker.settings)
+        return [lane.durable for lane in lanes if lane.stream == EVENTS]
 
     async def tick(self) -> None:
-        """Check every listener lane of this worker; note whether the stream is near full."""
-        lanes = self._listener_lanes()
-        if not lanes:
+        """Check every listener durable of this worker; note whether the stream is near full.
+
+        Run once before the lanes pull, too: the first fetch after an outage of
+        the workers is when a durable jumps past what was discarded meanwhile.
+        """
+        durables = self.durables()
+        if not durables:
             return
         info = await self.broker.js.stream_info(EVENTS)
         self.at_risk = near_limits(info)
-        for lane in lanes:
-            await self.check(lane.durable, info.state.first_seq)
+        for durable in durables:
+            with contextlib.suppress(NotFoundError):  # created when its lane starts
+                await self.check(durable, info.state.first_seq)
 
     async def before_fetch(self, lane: Lane) -> None:
         """While EVENTS is near full, look before each fetch: a fetch is when the jump happens."""
@@ -90,13 +99,16 @@ class DiscardWatch:
         return gap
 
 
+async def look(watch: DiscardWatch) -> None:
+    """One tick; a server away is not the worker's end: the next tick looks again."""
+    try:
+        await watch.tick()
+    except Exception as exc:
+        logger.warning("discard watch: cannot look now (%s: %s)", type(exc).__name__, exc)
+
+
 async def watch_discards(watch: DiscardWatch) -> None:
-    """Tick every heartbeat interval once the worker pulls; a failed look is tried next time."""
-    broker = watch.broker
-    await broker.ready.wait()
+    """Look every heartbeat interval."""
     while True:
-        try:
-            await watch.tick()
-        except Exception as exc:  # a server away: the next tick looks again
-            logger.debug("discard watch: %s", exc)
-        await asyncio.sleep(broker.settings.heartbeat_interval)
+        await asyncio.sleep(watch.broker.settings.heartbeat_interval)
+        await look(watch)

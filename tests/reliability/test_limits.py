@@ -1,0 +1,160 @@
+"""Limits are visible, never silent: the message cap, discard-old, a full store.
+
+Each test has a private server with small limits, so filling it harms no one.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from engine import embedded
+from engine.app import create_broker
+from engine.broker import OneManageBroker
+from engine.errors import PublishError, StoreFullError
+from engine.events.publisher import publish_event
+from engine.events.schemas import TaskQueued, WorkerHeartbeat
+from engine.settings import Settings
+from engine.streams import EVENTS
+from tests.support.harness import ROOT, EventCollector, WorkerProcess
+from tests.support.waiting import eventually
+
+EVENTS_MAX_BYTES = 256 * 1024
+
+
+def _env(url: str, data_dir: Path, **extra: str) -> dict[str, str]:
+    return {
+        "ONEMANAGE_NATS_URL": url,
+        "ONEMANAGE_DATA_DIR": str(data_dir),
+        "ONEMANAGE_EVENTS_MAX_BYTES": str(EVENTS_MAX_BYTES),
+        **extra,
+    }
+
+
+@pytest.fixture
+async def small(tmp_path: Path) -> AsyncIterator[tuple[embedded.EmbeddedServer, OneManageBroker]]:
+    """A private server whose JetStream store holds 4 MB, EVENTS at most 256 KB."""
+    config = tmp_path / "server.conf"
+    config.write_text("jetstream { max_file_store: 4MB }\n")
+    server = embedded.start(tmp_path / "server", detach=False, config=config)
+    settings = Settings(
+        nats_url=[server.url],
+        data_dir=tmp_path / "data",
+        events_max_bytes=EVENTS_MAX_BYTES,
+        publish_deadline=2,
+    )
+    broker = create_broker(settings)
+    try:
+        await broker.startup()
+        await broker.ensure_streams()
+        yield server, broker
+        await broker.shutdown()
+    finally:
+        server.stop()
+
+
+async def _publish(broker: OneManageBroker, count: int, name: str, pad: int = 0) -> None:
+    for n in range(count):
+        await publish_event(broker, TaskQueued(task_id=f"{name}-{n}", task_name=name + "x" * pad))
+
+
+async def test_one_event_over_the_cap_is_refused_and_the_history_stays(
+    small: tuple[embedded.EmbeddedServer, OneManageBroker],
+) -> None:
+    """Landed main: one event bigger than max_bytes emptied EVENTS."""
+    _, broker = small
+    await _publish(broker, 100, "kept")
+    with pytest.raises(PublishError) as refused:
+        await _publish(broker, 1, "huge", pad=EVENTS_MAX_BYTES + 1024)
+    assert "max_msg_size" in str(refused.value) and refused.value.outcome == "not_stored"
+    info = await broker.js.stream_info(EVENTS)
+    assert info.state.messages == 100 and info.state.first_seq == 1
+
+
+async def _worker_started(
+    start: Callable[[], WorkerProcess], events: EventCollector
+) -> WorkerProcess:
+    worker = start()
+    await worker.ready(events)
+    return worker
+
+
+async def test_a_listener_behind_the_discards_reports_what_it_missed(
+    small: tuple[embedded.EmbeddedServer, OneManageBroker], tmp_path: Path
+) -> None:
+    """Landed main: the audit log got 1,977 of 9,112 events and check passed."""
+    server, broker = small
+    env = _env(server.url, tmp_path / "data")
+    started: list[WorkerProcess] = []
+
+    def start() -> WorkerProcess:
+        started.append(WorkerProcess(tmp_path, 1, env, modules=("engine.builtin",)))
+        return started[-1]
+
+    try:
+        async with EventCollector(broker) as events:
+            (await _worker_started(start, events)).stop()  # its durables exist, at the end
+            before = await broker.js.consumer_info(EVENTS, "audit-log")
+            await _publish(broker, 3000, "flood", pad=200)  # ~1.5 MB through 256 KB
+            info = await broker.js.stream_info(EVENTS)
+            lost = info.state.first_seq - 1 - (before.delivered.stream_seq or 0)
+            assert lost > 1000  # the set-up did discard unread events
+            await _worker_started(start, events)
+
+            def reported() -> int | None:
+                beats = events.matching(lambda e: isinstance(e, WorkerHeartbeat))
+                counts = [
+                    b.listeners["audit-log"].missed
+                    for b in beats
+                    if isinstance(b, WorkerHeartbeat) and "audit-log" in b.listeners
+                ]
+                return max(counts) if counts and max(counts) else None
+
+            missed = await eventually(
+                reported, 30, lambda: "no heartbeat reported missed events:\n" + started[-1].log()
+            )
+            assert missed >= lost
+        check = subprocess.run(
+            [sys.executable, "-m", "engine.cli", "check", "--timeout", "10"],
+            env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert check.returncode == 1, check.stdout + check.stderr
+        assert f"WARN listener audit-log missed {missed}" in check.stdout, check.stdout
+    finally:
+        for worker in started:
+            worker.stop()
+
+
+async def test_a_full_store_is_a_clear_error_and_a_critical_check(
+    small: tuple[embedded.EmbeddedServer, OneManageBroker], tmp_path: Path
+) -> None:
+    """Landed main: every publish failed and `onemanage check` exited with a traceback."""
+    server, broker = small
+    # A long heartbeat interval: the worker's one beat before the fill keeps it live.
+    env = _env(server.url, tmp_path / "data", ONEMANAGE_HEARTBEAT_INTERVAL="60")
+    worker = WorkerProcess(tmp_path, 1, env, modules=("engine.builtin",))
+    try:
+        async with EventCollector(broker) as events:
+            await worker.ready(events)
+        with pytest.raises(StoreFullError):
+            for n in range(200):  # 200 x 60 KB > the 4 MB store
+                await broker.publish("tasks.default.fill", b"x" * 60_000, msg_id=f"fill-{n}")
+        with pytest.raises(StoreFullError) as refused:
+            await _publish(broker, 1, "after")
+        assert "store is full" in str(refused.value)
+        check = subprocess.run(
+            [sys.executable, "-m", "engine.cli", "check", "--timeout", "5"],
+            env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert check.returncode == 2, check.stdout + check.stderr
+        assert "CRIT ping task not accepted (the JetStream store is full)" in check.stdout
+        assert "Traceback" not in check.stdout + check.stderr
+    finally:
+        worker.stop()
