@@ -5,6 +5,7 @@ Each test has a private server with small limits, so filling it harms no one.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -56,6 +57,16 @@ async def small(tmp_path: Path) -> AsyncIterator[tuple[embedded.EmbeddedServer, 
         await broker.shutdown()
     finally:
         server.stop()
+
+
+async def _check(env: dict[str, str], timeout: int) -> subprocess.CompletedProcess[str]:
+    """`onemanage check` as an operator runs it, in a thread: this loop keeps its connection."""
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "engine.cli", "check", "--timeout", str(timeout)],
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
 
 
 async def _publish(broker: OneManageBroker, count: int, name: str, pad: int = 0) -> None:
@@ -119,11 +130,7 @@ async def test_a_listener_behind_the_discards_reports_what_it_missed(
                 reported, 30, lambda: "no heartbeat reported missed events:\n" + started[-1].log()
             )
             assert missed >= lost
-        check = subprocess.run(
-            [sys.executable, "-m", "engine.cli", "check", "--timeout", "10"],
-            env={**os.environ, "PYTHONPATH": str(ROOT), **env},
-            cwd=ROOT, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+        check = await _check(env, 10)
         assert check.returncode == 1, check.stdout + check.stderr
         assert f"WARN listener audit-log missed {missed}" in check.stdout, check.stdout
     finally:
@@ -148,11 +155,7 @@ async def test_a_full_store_is_a_clear_error_and_a_critical_check(
         with pytest.raises(StoreFullError) as refused:
             await _publish(broker, 1, "after")
         assert "store is full" in str(refused.value)
-        check = subprocess.run(
-            [sys.executable, "-m", "engine.cli", "check", "--timeout", "5"],
-            env={**os.environ, "PYTHONPATH": str(ROOT), **env},
-            cwd=ROOT, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+        check = await _check(env, 5)
         assert check.returncode == 2, check.stdout + check.stderr
         assert "CRIT ping task not accepted (the JetStream store is full)" in check.stdout
         assert "Traceback" not in check.stdout + check.stderr
