@@ -305,6 +305,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 async def _submit(paths: list[str], wait: bool) -> int:
     from engine import monitor
     from engine.app import broker
+    from engine.errors import PublishError
     from engine.events.schemas import PsdWorkflowCompleted
     from engine.submit import Submission, SubmitError, follow_workflow, read_psd_file, submit_psd
 
@@ -319,6 +320,10 @@ async def _submit(paths: list[str], wait: bool) -> int:
             submission = await submit_psd(broker, data, path.name, progress)
         except SubmitError as exc:
             print(f"onemanage: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        except PublishError as exc:  # says whether the workflow may run anyway
+            print(f"onemanage: {path.name}: {exc}", file=sys.stderr)
             failed += 1
             continue
         submissions.append(submission)

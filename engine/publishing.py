@@ -117,7 +117,7 @@ def _failure(
         else "it was not stored"
     )
     return PublishError(
-        f"cannot publish to {subject} after {attempts} attempt(s) ({reason}): {what}",
+        f"cannot publish {msg_id} to {subject} after {attempts} attempt(s) ({reason}): {what}",
         subject=subject,
         msg_id=msg_id,
         outcome=outcome,

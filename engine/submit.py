@@ -15,11 +15,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from taskiq.exceptions import SendTaskError
 from taskiq.kicker import AsyncKicker
 
 from engine import monitor, storage
 from engine.broker import OneManageBroker
-from engine.errors import OneManageError
+from engine.errors import OneManageError, PublishError
 from engine.events.publisher import publish_event
 from engine.events.schemas import (
     BaseEvent,
@@ -79,7 +80,9 @@ async def submit_psd(
 ) -> Submission:
     """Upload ``data`` and start its workflow; returns as soon as the workflow is queued.
 
-    The workflow is kicked by name: submitting needs none of its code.
+    The workflow is kicked by name: submitting needs none of its code. Raises
+    PublishError when the server could not confirm it: its ``outcome`` says
+    whether the workflow (id ``msg_id``) may run anyway.
     """
     check_psd_bytes(data, filename, broker.settings.max_upload_bytes)
     submitted_at = datetime.now(UTC)
@@ -96,11 +99,17 @@ async def submit_psd(
         ),
     )
     kicker: AsyncKicker[..., Any] = AsyncKicker(PROCESS_TASK, broker, dict(PROCESS_LABELS))
-    await (
-        kicker.with_task_id(workflow_id)
-        .with_labels(**{CORRELATION_LABEL: workflow_id})
-        .kiq(workflow_id, key, filename, len(data))
-    )
+    try:
+        await (
+            kicker.with_task_id(workflow_id)
+            .with_labels(**{CORRELATION_LABEL: workflow_id})
+            .kiq(workflow_id, key, filename, len(data))
+        )
+    except SendTaskError as exc:
+        # taskiq's wrapper has no text: the PublishError says whether the workflow may run.
+        if isinstance(exc.__cause__, PublishError):
+            raise exc.__cause__ from exc
+        raise
     return Submission(workflow_id, filename, key, len(data), submitted_at)
 
 

@@ -10,17 +10,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from pathlib import Path
+from typing import Any
 
 import nats.js.errors
 import pytest
 from nats.js.api import StreamConfig
 from taskiq.exceptions import SendTaskError
+from taskiq.kicker import AsyncKicker
 
+from engine.app import create_broker
 from engine.broker import OneManageBroker
 from engine.errors import PublishError, TransientError, is_transient
 from engine.publishing import publish
+from engine.results import await_result
+from engine.settings import Settings
 from engine.streams import TASKS
 from engine.tasks.workflow import WorkflowStepError
+from tests.conftest import NatsServer
+from tests.support.harness import EventCollector, WorkerProcess
+from tests.support.waiting import eventually
 
 
 class _FirstRetry(logging.Handler):
@@ -107,3 +116,32 @@ def test_errors_that_wrap_an_outage_are_classified_by_their_cause() -> None:
     timed_out = WorkflowStepError("parse", "step_timeout", "no result")
     timed_out.__cause__ = TimeoutError()
     assert not is_transient(timed_out)
+
+
+async def test_a_kick_cut_off_by_an_outage_says_it_may_still_run(
+    nats_server: NatsServer, client: OneManageBroker, tmp_path: Path
+) -> None:
+    """Landed main: a kick that reported failure to its caller after an outage ran anyway."""
+    worker = WorkerProcess(tmp_path)
+    impatient = create_broker(Settings(nats_url=[nats_server.url], publish_deadline=1.5))
+    await impatient.startup()
+    try:
+        async with EventCollector(client) as events:
+            await worker.ready(events)
+        nats_server.kill()
+        await eventually(lambda: not impatient.is_connected, 30, "no outage seen")
+        kicker: AsyncKicker[..., Any] = AsyncKicker("test.add", impatient, {})
+        with pytest.raises(SendTaskError) as raised:
+            await kicker.with_task_id(task_id := uuid.uuid4().hex).kiq(2, 3)
+        cause = raised.value.__cause__
+        assert isinstance(cause, PublishError) and cause.outcome == "unknown", cause
+        assert task_id in str(cause) and "may have been stored" in str(cause)
+        nats_server.restart()
+        # The client held the message while reconnecting and sent it: it runs, as it said.
+        result = await await_result(client, task_id, 60)
+        assert result.return_value == 5
+    finally:
+        if not nats_server.server.healthy():
+            nats_server.restart()
+        await impatient.shutdown()
+        worker.stop()
