@@ -31,7 +31,7 @@ from engine.events.schemas import (
     WorkerHeartbeat,
 )
 from engine.identity import utc_now
-from engine.monitor import ConsumerFigures, StreamFigures
+from engine.monitor import ConsumerFigures, StreamFigures, missed_events
 from engine.streams import TASKS
 
 Clock = Callable[[], datetime]
@@ -448,6 +448,23 @@ class ConsoleState:
                 )
             )
         live = [w for w in self.workers.values() if w.beat.state == "running" and not w.lost(now)]
+        degraded = [w for w in live if w.beat.degraded_lanes]
+        if degraded:
+            lanes = sorted({lane for w in degraded for lane in w.beat.degraded_lanes})
+            alerts.append(
+                Alert(
+                    "error",
+                    f"{len(degraded)} worker(s) degraded: lane(s) {', '.join(lanes)} not pulling",
+                )
+            )
+        for durable, count in sorted(missed_events(w.beat for w in live).items()):
+            alerts.append(
+                Alert(
+                    "error",
+                    f"listener {durable} missed {count} event(s): EVENTS discarded them "
+                    "at its limits before it read them",
+                )
+            )
         backlog = sum(
             c.figures.pending for c in self.consumers.values() if c.figures.stream == TASKS
         )

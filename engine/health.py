@@ -33,16 +33,6 @@ class Finding:
         return _LABELS[self.level]
 
 
-def missed_by_listener(workers: list[WorkerHeartbeat]) -> dict[str, int]:
-    """Events each listener durable missed, as its workers report them (largest, not summed)."""
-    missed: dict[str, int] = {}
-    for beat in workers:
-        for durable, counters in beat.listeners.items():
-            if counters.missed:
-                missed[durable] = max(missed.get(durable, 0), counters.missed)
-    return missed
-
-
 async def _listeners_behind_discards() -> AsyncIterator[Finding]:
     """A listener whose next event EVENTS already discarded is losing events right now."""
     events = await monitor.stream_figures(broker, EVENTS)
@@ -72,7 +62,7 @@ def _workers(workers: list[WorkerHeartbeat]) -> list[Finding]:
             for name in beat.degraded_lanes
         )
         found.append(Finding(WARNING, f"worker {beat.worker_id} degraded: {lanes}"))
-    for durable, count in sorted(missed_by_listener(workers).items()):
+    for durable, count in sorted(monitor.missed_events(workers).items()):
         found.append(
             Finding(
                 WARNING,

@@ -15,7 +15,7 @@ import functools
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -407,6 +407,20 @@ async def live_workers(broker: OneManageBroker, missed_beats: int = 3) -> list[W
         if beat.state == "running"
         and (now - beat.timestamp).total_seconds() <= beat.interval_s * missed_beats
     ]
+
+
+def missed_events(workers: Iterable[WorkerHeartbeat]) -> dict[str, int]:
+    """Events each listener durable missed to discard-old, as its workers report them.
+
+    Every process of a durable sees the same gap, so this is the largest
+    count per durable, not the sum.
+    """
+    missed: dict[str, int] = {}
+    for beat in workers:
+        for durable, counters in beat.listeners.items():
+            if counters.missed:
+                missed[durable] = max(missed.get(durable, 0), counters.missed)
+    return missed
 
 
 async def follow(

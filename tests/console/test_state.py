@@ -8,6 +8,8 @@ import pytest
 
 from console.state import ConsoleState, RowFilter, percentile
 from engine.events.schemas import (
+    LaneHealth,
+    ListenerCounters,
     PsdStepCompleted,
     PsdWorkflowCompleted,
     PsdWorkflowFailed,
@@ -224,6 +226,24 @@ def test_workers_are_lost_after_missed_heartbeats() -> None:
     clock.now = at(16)
     assert state.workers["h:1"].lost(clock.now)
     assert any("lost" in a.message for a in state.alerts())
+
+
+def test_a_degraded_worker_and_missed_events_are_alerts() -> None:
+    """A worker whose lane stopped pulling is not healthy; discarded events are not silent."""
+    clock = Clock()
+    state = ConsoleState(clock=clock)
+    for pid, missed in ((1, 40), (2, 25)):  # two processes of one durable see the same gap
+        state.fold(
+            WorkerHeartbeat(
+                worker_id=f"h:{pid}", host="h", pid=pid, started_at=T0, interval_s=5,
+                timestamp=T0,
+                listeners={"audit-log": ListenerCounters(missed=missed)},
+                lane_health={"workers": LaneHealth(state="degraded" if pid == 1 else "ok")},
+            )
+        )  # fmt: skip
+    messages = [a.message for a in state.alerts()]
+    assert "1 worker(s) degraded: lane(s) workers not pulling" in messages
+    assert any(m.startswith("listener audit-log missed 40 event(s)") for m in messages), messages
 
 
 def _consumer(pending: int, acked: int, stream_messages: int = 1000) -> ConsumerFigures:
