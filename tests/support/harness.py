@@ -216,3 +216,14 @@ async def started_again(broker: OneManageBroker, since: datetime) -> str:
         runs.setdefault(key, []).append(line)
     again = {key: lines for key, lines in runs.items() if started.get(key, 0) > 1}
     return f"started more than once: {again}"
+
+
+def kill_worker(worker: WorkerProcess) -> None:
+    """SIGKILL a worker's whole process group, as a crash of its host service would.
+
+    SIGKILL of the main process alone leaves taskiq's worker children running
+    (PLATFORM-NOTES); the group is the main process and its children.
+    """
+    if worker.process.poll() is None:
+        os.killpg(worker.process.pid, signal.SIGKILL)
+    worker.process.wait(10)
