@@ -20,6 +20,7 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import PubAck, StreamInfo
 from nats.js.kv import KeyValue
@@ -29,8 +30,8 @@ from taskiq.message import TaskiqMessage
 
 from engine import embedded, publishing
 from engine.connection import Connection
-from engine.consuming import Consumption
-from engine.events.schemas import ListenerCounters
+from engine.consuming import Consumption, RecordRefused
+from engine.events.schemas import DeadLetterReason, LaneHealth, ListenerCounters
 from engine.identity import process_identity
 from engine.lanes import Delivery, Lane, consumer_config, plan_lanes
 from engine.routing import TASK_ID_HEADER, check_task, is_event_task, lane_of, task_subject
@@ -49,6 +50,7 @@ class OneManageBroker(AsyncBroker):
         self.connection = Connection()
         self.consumption: Consumption | None = None
         self.listener_counters: dict[str, ListenerCounters] = {}  # reported in heartbeats
+        self.record_refused: RecordRefused | None = None  # set by engine.deadletters
         self.ready = asyncio.Event()  # set once a worker pulls from all its lanes
         self._buckets: dict[str, KeyValue] = {}  # bound on this connection; cleared at shutdown
         self._stores: dict[str, ObjectStore] = {}
@@ -196,6 +198,27 @@ class OneManageBroker(AsyncBroker):
             )
         ).message
 
+    def _decode_task(self, data: bytes) -> TaskiqMessage:
+        """The body as taskiq's receiver will read it (it would ack and drop what fails)."""
+        message = self.formatter.loads(data)
+        message.parse_labels()
+        return message
+
+    async def _record_refused(self, msg: Msg, reason: DeadLetterReason, error: str) -> None:
+        """A refused command as a dead letter; without a recorder it is handed back."""
+        if self.record_refused is None:
+            raise RuntimeError("no dead-letter recorder on this broker (engine.deadletters)")
+        await self.record_refused(msg, reason, error)
+
+    def _count_unreadable(self, lane: Lane, reason: str) -> None:
+        counters = self.listener_counters.setdefault(lane.durable, ListenerCounters())
+        counters.skipped[reason] = counters.skipped.get(reason, 0) + 1
+
+    @property
+    def lane_health(self) -> dict[str, LaneHealth]:
+        """Whether each lane of this worker pulls, for its heartbeat."""
+        return {lane.durable: lane.health.report() for lane in self.lanes}
+
     async def _start_consuming(self) -> None:
         lanes = plan_lanes(self.get_all_tasks(), self.settings)
         for lane in lanes:
@@ -205,6 +228,9 @@ class OneManageBroker(AsyncBroker):
             self.settings,
             knows=lambda name: self.find_task(name) is not None,
             listener_message=self._listener_message,
+            decode_task=self._decode_task,
+            record_refused=self._record_refused,
+            count_unreadable=self._count_unreadable,
             repair=self._repair,
         )
         self.consumption.start(lanes)

@@ -5,38 +5,68 @@ nats.py#504), send in-progress acks while a task runs (taskiq-nats#16), and
 negatively acknowledge a delivery whose task asked for a retry, so a poison
 message ends at max deliver instead of looping (taskiq#322). A message holds
 its lane's slot from fetch to ack or nack.
+
+Poison stays with its message: an event no listener can be handed is counted
+and acked, a command taskiq cannot decode or that came on another task's
+subject becomes a dead letter, and a loop that dies anyway is started again
+(each lane's Health says so in the heartbeat).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
+from taskiq.message import TaskiqMessage
 
 from engine.connection import Connection
-from engine.lanes import Delivery, Lane
+from engine.events.schemas import DeadLetterReason, too_deep
+from engine.lanes import Delivery, Lane, describe
 from engine.routing import TASK_ID_HEADER, task_name_of
 from engine.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 ListenerMessage = Callable[[Lane, Any, str], bytes]  # (lane, payload, task id) -> taskiq bytes
+DecodeTask = Callable[[bytes], TaskiqMessage]  # what taskiq's receiver will make of the body
+RecordRefused = Callable[[Msg, DeadLetterReason, str], Awaitable[None]]  # a dead letter
+CountUnreadable = Callable[[Lane, str], None]  # (listener lane, reason)
+
+RESTART_BACKOFF = 0.2  # seconds per consecutive death of a loop, up to 5 s
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """An event payload no listener can be handed, and why."""
+
+    reason: str
+    detail: str
 
 
 def decode_payload(data: bytes) -> Any:
-    """The JSON value of an event, or its text when it is not JSON (parse_event says why)."""
+    """The JSON value of an event, its text when it is not JSON (parse_event says why),
+    or Unreadable: never raises, since one message must not end a pull loop."""
     try:
-        return json.loads(data)
+        value = json.loads(data)
     except ValueError:
         return data.decode("utf-8", errors="replace")
+    except RecursionError:
+        return Unreadable("too_deep", "nested too deeply to decode")
+    except Exception as exc:  # MemoryError and the like: this payload only
+        return Unreadable("undecodable", describe(exc))
+    if too_deep(value):
+        return Unreadable("too_deep", "nested too deeply for a listener")
+    return value
 
 
 class Consumption:
@@ -49,6 +79,9 @@ class Consumption:
         *,
         knows: Callable[[str], bool],
         listener_message: ListenerMessage,
+        decode_task: DecodeTask,
+        record_refused: RecordRefused,
+        count_unreadable: CountUnreadable,
         repair: Callable[[Lane], Awaitable[None]],
     ) -> None:
         self.connection = connection
@@ -59,6 +92,9 @@ class Consumption:
         self.stopping = False
         self._knows = knows
         self._listener_message = listener_message
+        self._decode_task = decode_task
+        self._record_refused = record_refused
+        self._count_unreadable = count_unreadable
         self._repair = repair
         self._loops: set[asyncio.Task[None]] = set()
 
@@ -77,9 +113,29 @@ class Consumption:
         self.stopping = False
         self.lanes = lanes
         for lane in lanes:
-            self.spawn(self._pull(lane), f"pull-{lane.durable}")
-            self.spawn(self._dispatch(lane), f"dispatch-{lane.durable}")
-        self.spawn(self._keep_in_progress(), "in-progress")
+            pull, dispatch = f"pull-{lane.durable}", f"dispatch-{lane.durable}"
+            self.spawn(self._supervise(pull, functools.partial(self._pull, lane), lane), pull)
+            self.spawn(
+                self._supervise(dispatch, functools.partial(self._dispatch, lane), lane), dispatch
+            )
+        self.spawn(self._supervise("in-progress", self._keep_in_progress), "in-progress")
+
+    async def _supervise(
+        self, name: str, loop: Callable[[], Awaitable[None]], lane: Lane | None = None
+    ) -> None:
+        """Start ``loop`` again whenever it dies: a loop that ended for good would leave
+        its lane silent while heartbeats stay green."""
+        deaths = 0
+        while not self.stopping:
+            try:
+                await loop()
+                return
+            except Exception as exc:
+                deaths += 1
+                if lane is not None:
+                    lane.health.restarted(exc)
+                logger.exception("loop %s died (restart %d): starting it again", name, deaths)
+            await asyncio.sleep(min(RESTART_BACKOFF * deaths, 5.0))
 
     async def stop(self) -> None:
         """Stop pulling; hand back what was fetched and not settled, if still connected."""
@@ -97,7 +153,6 @@ class Consumption:
         """Fetch while this lane may hold more; never a fetch without a timeout."""
         s = self.settings
         subscription: JetStreamContext.PullSubscription | None = None
-        failures = 0
         while not self.stopping:
             await lane.held.acquire()
             wanted = 1
@@ -111,15 +166,17 @@ class Consumption:
                         durable=lane.durable, stream=lane.stream
                     )
                 messages = await subscription.fetch(wanted, timeout=s.fetch_timeout)
-                failures = 0
+                lane.health.fetched()
             except (TimeoutError, nats.errors.TimeoutError):
-                pass
+                if self.connection.is_connected:
+                    lane.health.fetched()  # the server answered: nothing to deliver
             except asyncio.CancelledError:
                 for _ in range(wanted):
                     lane.held.release()
                 raise
             except Exception as exc:  # a dead server, a lost store, a deleted durable
-                failures += 1
+                lane.health.fetch_failed(exc)
+                failures = lane.health.failures
                 logger.warning(
                     "pull from %s failed (%s: %s)", lane.durable, type(exc).__name__, exc
                 )
@@ -132,8 +189,18 @@ class Consumption:
                 await asyncio.sleep(min(0.25 * failures, 5.0))
             for _ in range(wanted - len(messages)):
                 lane.held.release()
-            for msg in messages:
+            await self._accept_all(lane, messages)
+
+    async def _accept_all(self, lane: Lane, messages: list[Msg]) -> None:
+        """Accept each; if accepting dies, free the slots of those not accepted (the
+        server delivers them again after ack wait) before the loop is restarted."""
+        for index, msg in enumerate(messages):
+            try:
                 await self._accept(lane, msg)
+            except BaseException:
+                for _ in messages[index:]:
+                    lane.held.release()
+                raise
 
     async def _dispatch(self, lane: Lane) -> None:
         """Hand fetched messages to taskiq as the lane's running slots free up."""
@@ -147,24 +214,89 @@ class Consumption:
             self.inbox.put_nowait(delivery)
 
     async def _accept(self, lane: Lane, msg: Msg) -> None:
-        """Turn a NATS message into a taskiq delivery, or hand it back."""
+        """Turn a NATS message into a taskiq delivery, or settle it here and now."""
         if lane.listener_task is None:
-            task_name = task_name_of(msg.subject)
-            task_id = (msg.headers or {}).get(TASK_ID_HEADER) or msg.reply
-            delivery = Delivery(msg, lane, task_id, msg.data)
-            if not self._knows(task_name):
-                # Another worker may know it; if none does it ends as a dead letter.
-                logger.warning("unknown task %s: handing it back to other workers", task_name)
-                delivery.retry_delay = self.settings.retry_delay
-                await self.settle(delivery)
-                return
+            delivery = await self._task_delivery(lane, msg)
         else:
-            payload = decode_payload(msg.data)
-            event_id = payload.get("event_id") if isinstance(payload, dict) else None
-            task_id = f"{lane.durable}:{event_id or msg.reply}"
-            delivery = Delivery(msg, lane, task_id, self._listener_message(lane, payload, task_id))
-        self.in_flight[task_id] = delivery
+            delivery = await self._event_delivery(lane, msg)
+        if delivery is None:
+            return
+        first = self.in_flight.get(delivery.task_id)
+        if first is not None and not first.settled:
+            await self._duplicate(first, delivery)
+            return
+        self.in_flight[delivery.task_id] = delivery
         lane.waiting.put_nowait(delivery)
+
+    async def _task_delivery(self, lane: Lane, msg: Msg) -> Delivery | None:
+        """A command as taskiq will run it; one taskiq cannot decode, or that came on
+        another task's subject, is refused here (taskiq would drop or run it)."""
+        task_name = task_name_of(msg.subject)
+        try:
+            message = self._decode_task(msg.data)
+        except Exception as exc:  # RecursionError and MemoryError included
+            await self._refuse(lane, msg, "undecodable", describe(exc))
+            return None
+        if message.task_name != task_name:
+            error = f"the body names {message.task_name!r}, the subject {msg.subject!r}"
+            await self._refuse(lane, msg, "wrong_subject", error)
+            return None
+        delivery = Delivery(msg, lane, message.task_id, msg.data)
+        if not self._knows(task_name):
+            # Another worker may know it; if none does it ends as a dead letter.
+            logger.warning("unknown task %s: handing it back to other workers", task_name)
+            delivery.retry_delay = self.settings.retry_delay
+            await self.settle(delivery)
+            return None
+        return delivery
+
+    async def _event_delivery(self, lane: Lane, msg: Msg) -> Delivery | None:
+        """An event as its listener's taskiq message; one that cannot be is counted, acked."""
+        payload = decode_payload(msg.data)
+        event_id = payload.get("event_id") if isinstance(payload, dict) else None
+        task_id = f"{lane.durable}:{event_id or msg.reply}"
+        if isinstance(payload, Unreadable):
+            await self._skip(lane, msg, task_id, payload)
+            return None
+        try:
+            data = self._listener_message(lane, payload, task_id)
+        except Exception as exc:
+            await self._skip(lane, msg, task_id, Unreadable("undecodable", describe(exc)))
+            return None
+        return Delivery(msg, lane, task_id, data)
+
+    async def _skip(self, lane: Lane, msg: Msg, task_id: str, why: Unreadable) -> None:
+        self._count_unreadable(lane, why.reason)
+        logger.warning(
+            "listener %s skipped an unreadable event: %s (%s)", lane.durable, why.reason, why.detail
+        )
+        await self.settle(Delivery(msg, lane, task_id, b""))
+
+    async def _refuse(self, lane: Lane, msg: Msg, reason: DeadLetterReason, error: str) -> None:
+        """Record a command no worker should run as a dead letter, then ack it; nack it
+        (with a delay) if the record could not be made: nothing is dropped unrecorded."""
+        task_id = (msg.headers or {}).get(TASK_ID_HEADER) or msg.reply
+        delivery = Delivery(msg, lane, task_id, msg.data)
+        try:
+            await self._record_refused(msg, reason, error)
+        except Exception as exc:
+            logger.error("refused task %s not recorded (%s): handing it back", task_id, exc)
+            delivery.retry_delay = self.settings.retry_delay
+        else:
+            logger.warning("refused task %s on %s: %s (%s)", task_id, msg.subject, reason, error)
+        await self.settle(delivery)
+
+    async def _duplicate(self, first: Delivery, again: Delivery) -> None:
+        """The server sent a task this process still holds (its ack wait ran out): the
+        first copy goes on; in-progress on this one makes the server wait, and settling
+        the first settles the message (acks go by stream sequence)."""
+        logger.warning(
+            "%s delivered again (attempt %d) while attempt %d still runs here: not run twice",
+            first.task_id, again.attempt, first.attempt,
+        )  # fmt: skip
+        with contextlib.suppress(Exception):
+            await again.msg.in_progress()
+        again.lane.held.release()
 
     async def settle(self, delivery: Delivery) -> None:
         """Ack, or nack with a delay when a retry was requested; frees the lane's slots."""

@@ -17,6 +17,7 @@ from typing import Any
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from engine.events.schemas import LaneHealth
 from engine.routing import (
     DEFAULT_LANE,
     DELIVER_LABEL,
@@ -29,6 +30,47 @@ from engine.routing import (
 )
 from engine.settings import Settings
 from engine.streams import EVENTS, EVENTS_SUBJECTS, TASKS
+
+
+@dataclass
+class Health:
+    """How one lane's loops fare, for the heartbeat: a lane that stopped pulling must show."""
+
+    restarts: int = 0
+    failures: int = 0  # consecutive failed fetches
+    last_error: str = ""
+    recovering: bool = False  # a loop was restarted and no fetch has succeeded since
+
+    def fetched(self) -> None:
+        self.failures = 0
+        self.recovering = False
+
+    def fetch_failed(self, exc: BaseException) -> None:
+        self.failures += 1
+        self.last_error = describe(exc)
+
+    def restarted(self, exc: BaseException) -> None:
+        self.restarts += 1
+        self.recovering = True
+        self.last_error = describe(exc)
+
+    @property
+    def degraded(self) -> bool:
+        return self.failures >= 2 or self.recovering
+
+    def report(self) -> LaneHealth:
+        return LaneHealth(
+            state="degraded" if self.degraded else "ok",
+            restarts=self.restarts,
+            failures=self.failures,
+            last_error=self.last_error,
+        )
+
+
+def describe(exc: BaseException, limit: int = 500) -> str:
+    """``Type: message``, bounded: a validation error can run to pages."""
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 @dataclass
@@ -47,6 +89,7 @@ class Lane:
     prefetch: int
     deliver: str = "all"
     listener_task: str | None = None  # set for EVENTS lanes
+    health: Health = field(default_factory=Health, repr=False)
     held: asyncio.Semaphore = field(init=False, repr=False)
     running: asyncio.Semaphore = field(init=False, repr=False)
     waiting: asyncio.Queue[Delivery] = field(init=False, repr=False)

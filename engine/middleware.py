@@ -199,6 +199,7 @@ class LifecycleMiddleware(TaskiqMiddleware):
                 name: c.model_copy(deep=True)
                 for name, c in self.onemanage.listener_counters.items()
             },
+            lane_health=self.onemanage.lane_health,
         )
 
     async def _beat(self) -> None:
