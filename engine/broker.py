@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 from nats.aio.client import Client
@@ -51,6 +51,8 @@ class OneManageBroker(AsyncBroker):
         self.consumption: Consumption | None = None
         self.listener_counters: dict[str, ListenerCounters] = {}  # reported in heartbeats
         self.record_refused: RecordRefused | None = None  # set by engine.deadletters
+        # Awaited before each fetch of a lane (engine.discards looks for skipped events).
+        self.fetch_hooks: list[Callable[[Lane], Awaitable[None]]] = []
         self.ready = asyncio.Event()  # set once a worker pulls from all its lanes
         self._buckets: dict[str, KeyValue] = {}  # bound on this connection; cleared at shutdown
         self._stores: dict[str, ObjectStore] = {}
@@ -219,6 +221,13 @@ class OneManageBroker(AsyncBroker):
         """Whether each lane of this worker pulls, for its heartbeat."""
         return {lane.durable: lane.health.report() for lane in self.lanes}
 
+    async def _before_fetch(self, lane: Lane) -> None:
+        for hook in self.fetch_hooks:
+            try:
+                await hook(lane)
+            except Exception as exc:  # a look that failed must not stop the lane
+                logger.debug("fetch hook on %s: %s", lane.durable, exc)
+
     async def _start_consuming(self) -> None:
         lanes = plan_lanes(self.get_all_tasks(), self.settings)
         for lane in lanes:
@@ -232,6 +241,7 @@ class OneManageBroker(AsyncBroker):
             record_refused=self._record_refused,
             count_unreadable=self._count_unreadable,
             repair=self._repair,
+            before_fetch=self._before_fetch,
         )
         self.consumption.start(lanes)
         self.ready.set()

@@ -69,6 +69,14 @@ def decode_payload(data: bytes) -> Any:
     return value
 
 
+def _pending_after(messages: list[Msg]) -> int:
+    """How many more the durable holds for its readers, as the last message says."""
+    try:
+        return int(messages[-1].metadata.num_pending) if messages else 0
+    except (AttributeError, ValueError, IndexError):
+        return 0
+
+
 class Consumption:
     """Every lane of one worker process: what was fetched, handed out, and not yet settled."""
 
@@ -83,6 +91,7 @@ class Consumption:
         record_refused: RecordRefused,
         count_unreadable: CountUnreadable,
         repair: Callable[[Lane], Awaitable[None]],
+        before_fetch: Callable[[Lane], Awaitable[None]] | None = None,
     ) -> None:
         self.connection = connection
         self.settings = settings
@@ -96,6 +105,7 @@ class Consumption:
         self._record_refused = record_refused
         self._count_unreadable = count_unreadable
         self._repair = repair
+        self._before_fetch = before_fetch
         self._loops: set[asyncio.Task[None]] = set()
 
     @property
@@ -165,8 +175,11 @@ class Consumption:
                     subscription = await self.js.pull_subscribe_bind(
                         durable=lane.durable, stream=lane.stream
                     )
+                if self._before_fetch is not None:
+                    await self._before_fetch(lane)
                 messages = await subscription.fetch(wanted, timeout=s.fetch_timeout)
                 lane.health.fetched()
+                lane.behind = _pending_after(messages)
             except (TimeoutError, nats.errors.TimeoutError):
                 if self.connection.is_connected:
                     lane.health.fetched()  # the server answered: nothing to deliver

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from nats.js.api import StreamInfo
 from nats.js.errors import NotFoundError
@@ -28,6 +29,8 @@ from engine.streams import EVENTS
 logger = logging.getLogger(__name__)
 
 NEAR_FULL = 0.9  # of max_bytes or max_msgs: from here on a lagging listener can lose events
+LOOK_EVERY = 0.1  # seconds: how often a lane that is behind asks whether the stream is full
+LOG_EVERY = 10.0  # seconds between two error lines about one durable
 
 
 def near_limits(info: StreamInfo) -> bool:
@@ -45,6 +48,8 @@ class DiscardWatch:
         self.broker = broker
         self.at_risk = False
         self._through: dict[str, int] = {}  # per durable: the last sequence already accounted for
+        self._looked = 0.0
+        self._unlogged: dict[str, tuple[int, float]] = {}  # per durable: count, first at
 
     def durables(self) -> list[str]:
         """This worker's listener durables (known before its lanes start pulling)."""
@@ -67,17 +72,27 @@ class DiscardWatch:
                 await self.check(durable, info.state.first_seq)
 
     async def before_fetch(self, lane: Lane) -> None:
-        """While EVENTS is near full, look before each fetch: a fetch is when the jump happens."""
-        if not self.at_risk or lane.stream != EVENTS:
+        """Look before a fetch of a lane that may be overtaken: a fetch is when the jump happens.
+
+        A lane is looked at while EVENTS is near full; one that is behind also
+        refreshes that verdict every LOOK_EVERY seconds (a flood can fill the
+        stream between two heartbeats). A listener that keeps up costs nothing.
+        """
+        if lane.stream != EVENTS:
             return
+        now = time.monotonic()
+        if not self.at_risk and not (lane.behind and now - self._looked >= LOOK_EVERY):
+            return
+        self._looked = now
         info = await self.broker.js.stream_info(EVENTS)
         self.at_risk = near_limits(info)
-        await self.check(lane.durable, info.state.first_seq)
+        if self.at_risk:
+            await self.check(lane.durable, info.state.first_seq)
 
     async def check(self, durable: str, first_seq: int) -> int:
         """Count the events below ``first_seq`` the durable never got; returns the new ones."""
         info = await self.broker.js.consumer_info(EVENTS, durable)
-        delivered = info.delivered.stream_seq or 0 if info.delivered else 0
+        delivered = (info.delivered.stream_seq or 0) if info.delivered else 0
         never_delivered = not (info.delivered and info.delivered.consumer_seq)
         known = self._through.get(durable)
         if known is None and never_delivered:
@@ -91,12 +106,24 @@ class DiscardWatch:
         self._through[durable] = first_seq - 1
         counters = self.broker.listener_counters.setdefault(durable, ListenerCounters())
         counters.missed += gap
-        logger.error(
-            "listener %s missed %d event(s) (#%d-#%d): EVENTS discarded them at its limits "
-            "before the listener read them; raise ONEMANAGE_EVENTS_MAX_BYTES or speed it up",
-            durable, gap, through + 1, first_seq - 1,
-        )  # fmt: skip
+        self._log(durable, gap)
         return gap
+
+    def _log(self, durable: str, gap: int) -> None:
+        """One error line per durable every LOG_EVERY seconds, with the count since the last."""
+        count, since = self._unlogged.get(durable, (0, 0.0))
+        count += gap
+        now = time.monotonic()
+        if now - since < LOG_EVERY:
+            self._unlogged[durable] = (count, since)
+            return
+        self._unlogged[durable] = (0, now)
+        total = self.broker.listener_counters[durable].missed
+        logger.error(
+            "listener %s missed %d event(s) (%d in all): EVENTS discarded them at its limits "
+            "before the listener read them; raise ONEMANAGE_EVENTS_MAX_BYTES or speed it up",
+            durable, count, total,
+        )  # fmt: skip
 
 
 async def look(watch: DiscardWatch) -> None:

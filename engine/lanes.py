@@ -90,6 +90,7 @@ class Lane:
     deliver: str = "all"
     listener_task: str | None = None  # set for EVENTS lanes
     health: Health = field(default_factory=Health, repr=False)
+    behind: int = 0  # messages still pending for the durable after the last fetch
     held: asyncio.Semaphore = field(init=False, repr=False)
     running: asyncio.Semaphore = field(init=False, repr=False)
     waiting: asyncio.Queue[Delivery] = field(init=False, repr=False)
