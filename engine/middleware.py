@@ -6,6 +6,11 @@ Worker side: started, succeeded or failed (with duration, attempt and worker
 id), transient failures turned into redeliveries, and a heartbeat every
 ``heartbeat_interval`` seconds. Event tasks get no lifecycle events: a listener
 reacting to its own events would loop forever.
+
+Lifecycle event ids are derived, not random: TaskQueued from the task id (a
+kick repeated with the same task id is one queued event), the others from the
+task id, the attempt and the transition (each attempt is told once, and a
+republish of it is stored once by EVENTS' duplicate window).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import contextlib
 import logging
 import os
 import time
+import uuid
 from typing import Any, Literal
 
 from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
@@ -38,6 +44,13 @@ logger = logging.getLogger(__name__)
 
 OUTBOX_SIZE = 10_000
 SEND_BATCH = 64
+_LIFECYCLE = uuid.UUID("5e0c2a9d-7f3b-4c61-a8d4-1b6f0e9a3c27")
+
+
+def lifecycle_event_id(task_id: str, transition: str, attempt: int | None = None) -> str:
+    """The event id of ``transition`` of ``task_id`` (of ``attempt``; none for "queued")."""
+    name = f"{task_id}:{transition}" if attempt is None else f"{task_id}:{attempt}:{transition}"
+    return uuid.uuid5(_LIFECYCLE, name).hex
 
 
 class LifecycleMiddleware(TaskiqMiddleware):
@@ -108,6 +121,7 @@ class LifecycleMiddleware(TaskiqMiddleware):
         queued_at = message.labels.get(QUEUED_AT_LABEL)
         await self._emit(
             TaskQueued(
+                event_id=lifecycle_event_id(message.task_id, "queued"),
                 task_id=message.task_id,
                 task_name=message.task_name,
                 correlation_id=message.labels.get(CORRELATION_LABEL),
@@ -132,12 +146,14 @@ class LifecycleMiddleware(TaskiqMiddleware):
         self.running += 1
         self._started[message.task_id] = time.perf_counter()
         delivery = self.onemanage.delivery(message.task_id)
+        attempt = delivery.attempt if delivery else 1
         await self._emit(
             TaskStarted(
+                event_id=lifecycle_event_id(message.task_id, "started", attempt),
                 task_id=message.task_id,
                 task_name=message.task_name,
                 worker_id=self.onemanage.worker_id,
-                attempt=delivery.attempt if delivery else 1,
+                attempt=attempt,
                 correlation_id=correlation,
                 causation_id=message.labels.get(CAUSATION_LABEL),
             )
@@ -158,22 +174,25 @@ class LifecycleMiddleware(TaskiqMiddleware):
         started = self._started.pop(message.task_id, None)
         duration_ms = (time.perf_counter() - started) * 1000 if started else 0.0
         delivery = self.onemanage.delivery(message.task_id)
+        attempt = delivery.attempt if delivery else 1
         common: dict[str, Any] = {
             "task_id": message.task_id,
             "task_name": message.task_name,
             "worker_id": self.onemanage.worker_id,
-            "attempt": delivery.attempt if delivery else 1,
+            "attempt": attempt,
             "duration_ms": round(duration_ms, 3),
             "correlation_id": message.labels.get(CORRELATION_LABEL) or message.task_id,
             "causation_id": message.labels.get(CAUSATION_LABEL),
         }
         if not result.is_err:
-            await self._emit(TaskSucceeded(**common))
+            succeeded = lifecycle_event_id(message.task_id, "succeeded", attempt)
+            await self._emit(TaskSucceeded(event_id=succeeded, **common))
             return
         self.failed += 1
         error = result.error
         await self._emit(
             TaskFailed(
+                event_id=lifecycle_event_id(message.task_id, "failed", attempt),
                 **common,
                 error_type=type(error).__name__ if error else "Error",
                 error_message=str(error) if error else "",

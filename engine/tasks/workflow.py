@@ -1,11 +1,17 @@
 """The PSD workflow: validate, parse, preview, export, one step after the other.
 
 ``process_psd`` runs in the workflow lane (its own durable on TASKS), kicks
-each step with ``.kiq()`` and waits for its result, passes what a step found to
-the next, stops at the first failure, and publishes exactly one outcome:
-PsdWorkflowCompleted with the manifest when every step succeeded, otherwise
-PsdWorkflowFailed naming the step and the error code. Every event of the
-workflow carries the workflow id as its correlation id.
+each step and waits for its result, passes what a step found to the next, stops
+at the first failure, and publishes exactly one outcome: PsdWorkflowCompleted
+with the manifest when every step succeeded, otherwise PsdWorkflowFailed naming
+the step and the error code. Every event of the workflow carries the workflow
+id as its correlation id.
+
+A redelivered orchestrator (its worker died, or a transient failure) runs again
+from the top. Each step's task id and PsdStepCompleted event id are derived from
+the workflow id and the step, so within TASKS' and EVENTS' duplicate window its
+kick of a step that was already kicked is dropped by the server, await_result
+finds the stored result of the first run, and its announcement is stored once.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from engine.tasks.psd import export_layers, parse_layers, preview, validate
 
 STEPS = ("validate", "parse", "preview", "export")
 _OUTCOME = uuid.UUID("6d1f3c55-1d0e-4a0b-8f36-54a1f2c0c7aa")
+_STEP_TASK = uuid.UUID("0b8f6f3e-5a52-4f43-9c55-3c1c8d1e2b71")
+_STEP_DONE = uuid.UUID("c4a7d2b0-93e1-4e8e-b0a5-7d7a2f6e9c13")
 
 
 class WorkflowStepError(OneManageError):
@@ -45,6 +53,16 @@ class WorkflowStepError(OneManageError):
 def outcome_event_id(workflow_id: str) -> str:
     """The same id for the completed and the failed event: the stream stores one."""
     return uuid.uuid5(_OUTCOME, workflow_id).hex
+
+
+def step_task_id(workflow_id: str, step: str) -> str:
+    """The task id of ``step`` in ``workflow_id``: a rerun's kick is a duplicate TASKS drops."""
+    return uuid.uuid5(_STEP_TASK, f"{workflow_id}:{step}").hex
+
+
+def step_event_id(workflow_id: str, step: str) -> str:
+    """The PsdStepCompleted id of ``step``: announced again by a rerun, stored once."""
+    return uuid.uuid5(_STEP_DONE, f"{workflow_id}:{step}").hex
 
 
 def _summary(step: str, result: dict[str, Any]) -> dict[str, Any]:
@@ -80,7 +98,7 @@ class WorkflowRun:
         """Kick one step, wait for it, announce it; WorkflowStepError when it failed."""
         self.current = name
         started = time.perf_counter()
-        kicked = await task.kiq(*args)
+        kicked = await task.kicker().with_task_id(step_task_id(self.workflow_id, name)).kiq(*args)
         try:
             result = await await_result(broker, kicked.task_id, broker.settings.step_timeout)
         except TimeoutError as exc:
@@ -95,6 +113,7 @@ class WorkflowRun:
         await publish_event(
             broker,
             PsdStepCompleted(
+                event_id=step_event_id(self.workflow_id, name),
                 workflow_id=self.workflow_id,
                 filename=self.filename,
                 step=name,
