@@ -1,4 +1,8 @@
-"""The audit log: every event, whole, as one JSON line in <data_dir>/audit/events.jsonl."""
+"""The audit log: every event, whole, as one JSON line in <data_dir>/audit/events.jsonl.
+
+One line per event id: the audit-log listener's redeliveries of an event it
+already appended are skipped by event_listener (engine.events.marks).
+"""
 
 from __future__ import annotations
 

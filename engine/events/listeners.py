@@ -3,8 +3,11 @@
 ``event_listener`` is the thin layer over ``@broker.task`` that every listener
 shares: it parses the raw payload with parse_event (which checks the version
 with is_version_compatible), counts and logs what it skips, and keeps going
-after a handler error. Its counters travel in the worker heartbeat. User code
-takes the short form bound to the process's broker: ``engine.app.event_listener``.
+after a handler error, and makes every listener idempotent per event id under
+redelivery (engine.events.marks): a redelivered event its durable already
+handled is counted as a duplicate, not handled again. Its counters travel in
+the worker heartbeat. User code takes the short form bound to the process's
+broker: ``engine.app.event_listener``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from taskiq import AsyncTaskiqDecoratedTask
 
 from engine.broker import OneManageBroker
 from engine.errors import is_transient
+from engine.events.marks import mark_handled, was_handled
 from engine.events.schemas import BaseEvent, ListenerCounters, UnparsedEvent, parse_event
 from engine.routing import Deliver, listener
 from engine.streams import EVENTS_SUBJECTS
@@ -49,6 +53,15 @@ def event_listener(
                     extra={"event_type": event.event_type, "event_id": event.event_id},
                 )  # fmt: skip
                 return
+            delivery = broker.delivery(f"{durable}:{event.event_id}")
+            if (
+                delivery is not None
+                and delivery.attempt > 1
+                and await was_handled(broker, durable, event.event_id)
+            ):
+                counters.duplicates += 1
+                logger.info("listener %s already handled %s", durable, event.event_id)
+                return
             try:
                 await handler(event)
             except Exception as exc:
@@ -58,6 +71,7 @@ def event_listener(
                 logger.exception("listener %s failed on %s", durable, event.event_id)
                 return  # a bug in a listener must not block the events behind it
             counters.handled += 1
+            await mark_handled(broker, durable, event.event_id)
 
         receive.__name__ = handler.__name__
         receive.__doc__ = handler.__doc__

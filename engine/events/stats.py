@@ -1,7 +1,9 @@
 """Per task type statistics in a KV bucket, so ``onemanage status`` shows them from any host.
 
 The ``task-stats`` listener (engine.builtin) folds each lifecycle event in
-with a compare-and-set, so any number of workers can share one bucket.
+with a compare-and-set, so any number of workers can share one bucket. A
+redelivered event is folded once: event_listener skips an event its durable
+already marked as handled (engine.events.marks).
 """
 
 from __future__ import annotations
