@@ -32,6 +32,7 @@ from engine.streams import (
     RESULTS_BUCKET,
     STATS_BUCKET,
     TASKS,
+    ensure_streams,
 )
 from tests.support.cluster import Cluster, RetriedPublishes, stream_current, stream_leader
 from tests.support.harness import EventCollector, WorkerProcess
@@ -94,6 +95,22 @@ async def test_every_stream_and_bucket_is_r3(cluster_broker: OneManageBroker) ->
         assert info.cluster is not None and info.cluster.leader, name
         peers = info.cluster.replicas or []
         assert len(peers) == REPLICAS - 1, (name, peers)
+
+
+async def test_a_replica_count_unlike_the_settings_is_drift_to_update(
+    cluster_broker: OneManageBroker,
+) -> None:
+    """Landed main: the KV buckets stayed R1 on an R3 cluster, a single point of loss."""
+    js = cluster_broker.js
+    try:
+        await ensure_streams(js, Settings(nats_url=cluster_broker.settings.nats_url, replicas=1))
+        for name in ALL_STREAMS:
+            assert (await js.stream_info(name)).config.num_replicas == 1, name
+    finally:  # what every process started with ONEMANAGE_REPLICAS=3 does at start-up
+        await ensure_streams(js, cluster_broker.settings)
+    for name in ALL_STREAMS:
+        assert (await js.stream_info(name)).config.num_replicas == REPLICAS, name
+        await eventually(functools.partial(stream_current, js, name), 60, f"{name} not current")
 
 
 @dataclass
