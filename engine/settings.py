@@ -57,7 +57,9 @@ class Settings(BaseSettings):
     results_ttl: float = 3600.0
     inputs_ttl: float = 7 * 24 * 3600
     artefacts_ttl: float = 7 * 24 * 3600
-    marks_ttl: float = 24 * 3600  # how long a listener remembers an event it handled
+    # How long a listener remembers an event it handled: longer than a redelivery can
+    # take (ack_wait x max_deliver), short because every handled event leaves a mark.
+    marks_ttl: float = 300.0
 
     # Consumers and delivery.
     ack_wait: float = 30.0

@@ -111,7 +111,7 @@ class WorkerProcess:
             return (
                 isinstance(event, WorkerHeartbeat)
                 and event.state == "running"
-                and event.started_at >= self.started_at.replace(microsecond=0)
+                and event.started_at >= self.started_at  # this process began after Popen
             )
 
         try:
