@@ -7,17 +7,23 @@ The session's temp dir (server store, data dir) is removed when pytest ends.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 import pytest
 
 from engine import embedded
+
+if TYPE_CHECKING:  # imported for real inside the fixtures: the environment is set first
+    from engine.broker import OneManageBroker
+    from tests.support.harness import EventCollector, WorkerProcess
 
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="onemanage-tests-"))
 TEST_ENV = {
@@ -82,6 +88,36 @@ async def client(nats_server: NatsServer, data_dir: Path) -> AsyncIterator[objec
     await broker.ensure_streams()
     yield broker
     await broker.shutdown()
+
+
+@pytest.fixture
+async def events(client: OneManageBroker) -> AsyncIterator[EventCollector]:
+    """Every event published while the test runs, as the test's client saw it."""
+    from tests.support.harness import EventCollector
+
+    async with EventCollector(client) as collector:
+        yield collector
+
+
+@pytest.fixture
+async def start_workers(
+    client: OneManageBroker, tmp_path: Path
+) -> AsyncIterator[Callable[..., WorkerProcess]]:
+    """Start `onemanage worker` processes; those still running are stopped (SIGTERM) after it."""
+    from engine.streams import TASKS
+    from tests.support.harness import WorkerProcess
+
+    await client.js.purge_stream(TASKS)  # nothing left over from an earlier test
+    started: list[WorkerProcess] = []
+
+    def start(processes: int = 1, env: dict[str, str] | None = None) -> WorkerProcess:
+        worker = WorkerProcess(tmp_path, processes, env)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        await asyncio.to_thread(worker.stop)
 
 
 def _stop_leftovers() -> None:

@@ -36,6 +36,7 @@ from engine.streams import (
 )
 from tests.support.cluster import Cluster, RetriedPublishes, stream_current, stream_leader
 from tests.support.harness import EventCollector, WorkerProcess
+from tests.support.load import KickLoad
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.slow
@@ -162,30 +163,10 @@ async def _fault_run(
             figures.also_led.append(name)
     kicker: AsyncKicker[Any, Any] = AsyncKicker("test.add", broker, {})
     began = time.monotonic()
-    kicked: dict[int, AsyncTaskiqTask[Any]] = {}
-    spans: list[tuple[float, float]] = []
-    enough_kicked = asyncio.Event()
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for n in range(TASK_COUNT):
-        queue.put_nowait(n)
-
-    async def kicking() -> None:
-        while not queue.empty():
-            n = queue.get_nowait()
-            start = time.monotonic()
-            try:
-                kicked[n] = await kicker.kiq(n, 1)
-            except Exception as exc:  # a refused kick: the caller would see an error
-                figures.refused.append(f"{n}: {type(exc).__name__}: {exc!r} {exc.__cause__!r}")
-                continue
-            end = time.monotonic()
-            spans.append((start, end))
-            figures.latencies.append(end - start)
-            if len(kicked) >= KILL_AFTER:
-                enough_kicked.set()
+    load = KickLoad(lambda n: kicker.kiq(n, 1), TASK_COUNT, KICKERS, KILL_AFTER)
 
     async def fault() -> tuple[float, float]:
-        await enough_kicked.wait()
+        await load.accepted.wait()
         await asyncio.to_thread(cluster.kill, node)
         killed_at = time.monotonic()
 
@@ -205,11 +186,11 @@ async def _fault_run(
         figures.healthy_s = time.monotonic() - restarted_at
         return killed_at, restarted_at
 
-    kickers = [asyncio.create_task(kicking()) for _ in range(KICKERS)]
+    kicking = asyncio.create_task(load.run())
     killed_at, _ = await fault()
-    await asyncio.gather(*kickers)
-    after = [end for start, end in spans if start >= killed_at]
-    figures.kicks_resume_s = (min(after) - killed_at) if after else float("nan")
+    await kicking
+    figures.refused, figures.latencies = load.refused, load.latencies
+    figures.kicks_resume_s = load.resumed_after(killed_at)
 
     async def outcome(n: int, task: AsyncTaskiqTask[Any]) -> None:
         try:
@@ -220,7 +201,7 @@ async def _fault_run(
         if result.is_err or result.return_value != n + 1:
             figures.wrong.append(f"{task.task_id}: {result.error!r} {result.return_value!r}")
 
-    await asyncio.gather(*(outcome(n, task) for n, task in kicked.items()))
+    await asyncio.gather(*(outcome(n, task) for n, task in load.kicked.items()))
     figures.results_s = time.monotonic() - killed_at
     figures.run_s = time.monotonic() - began
     return figures

@@ -44,6 +44,7 @@ from tests.support.harness import (
     settled,
     stored_events,
 )
+from tests.support.load import KickLoad
 from tests.support.tasks import add
 from tests.support.waiting import eventually
 
@@ -111,34 +112,15 @@ async def test_a_server_crash_under_2000_tasks_loses_and_repeats_nothing(
     worker = start_workers(processes=2)
     await worker.ready(events)
     began = time.monotonic()
-    kicked: dict[int, AsyncTaskiqTask[int]] = {}
-    refused: list[str] = []
-    latencies: list[float] = []
-    enough = asyncio.Event()
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for n in range(TASK_COUNT):
-        queue.put_nowait(n)
-
-    async def kicking() -> None:
-        while not queue.empty():
-            n = queue.get_nowait()
-            start = time.monotonic()
-            try:
-                kicked[n] = await add.kiq(n, 1)
-            except Exception as exc:  # refused: the caller would have seen an error
-                refused.append(f"{n}: {exc!r} (cause {exc.__cause__!r})")
-                continue
-            latencies.append(time.monotonic() - start)
-            if len(kicked) >= KILL_AFTER:
-                enough.set()
-
+    load = KickLoad(lambda n: add.kiq(n, 1), TASK_COUNT, KICKERS, KILL_AFTER)
     with RetriedPublishes("tasks.") as retried:
-        kickers = [asyncio.create_task(kicking()) for _ in range(KICKERS)]
+        kicking = asyncio.create_task(load.run())
         try:
-            await enough.wait()
+            await load.accepted.wait()
             reconnected_s = await _outage(restored, client, worker)
         finally:
-            await asyncio.gather(*kickers)
+            await kicking
+    kicked, refused, latencies = load.kicked, load.refused, load.latencies
     lost: list[str] = []
     wrong: list[str] = []
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 
 import pytest
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
@@ -46,30 +45,6 @@ from tests.support.waiting import eventually
 pytestmark = pytest.mark.slow
 
 DEPTH = 1000  # json.loads raises RecursionError near here
-
-
-@pytest.fixture
-async def events(client: OneManageBroker) -> AsyncIterator[EventCollector]:
-    async with EventCollector(client) as collector:
-        yield collector
-
-
-@pytest.fixture
-async def start_workers(
-    client: OneManageBroker, tmp_path: Path
-) -> AsyncIterator[Callable[..., WorkerProcess]]:
-    """Start `onemanage worker` processes; all are stopped (SIGTERM) after the test."""
-    await client.js.purge_stream(TASKS)
-    started: list[WorkerProcess] = []
-
-    def start(processes: int = 1) -> WorkerProcess:
-        worker = WorkerProcess(tmp_path, processes)
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        worker.stop()
 
 
 def _deep_event(event_id: str) -> bytes:

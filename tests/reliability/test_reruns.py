@@ -8,13 +8,10 @@ after listeners handled events whose acks never reached the server.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
-import signal
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -39,7 +36,13 @@ from engine.events.stats import TaskTypeStats, read_task_stats
 from engine.streams import EVENTS, MARKS_BUCKET, TASKS
 from engine.submit import submit_psd
 from engine.tasks.workflow import STEPS, step_task_id
-from tests.support.harness import EventCollector, WorkerProcess, settled, stored_events
+from tests.support.harness import (
+    EventCollector,
+    WorkerProcess,
+    kill_worker,
+    settled,
+    stored_events,
+)
 from tests.support.psd_factory import slow_to_render
 from tests.support.waiting import eventually
 
@@ -56,37 +59,6 @@ LISTENERS = ("audit-log", "task-stats")
 # workers set it back): room for a loaded machine to handle the events before the crash,
 # so that the first worker never gets their redeliveries itself.
 SLOW_ACK = {"ONEMANAGE_ACK_WAIT": "6"}
-
-
-@pytest.fixture
-async def events(client: OneManageBroker) -> AsyncIterator[EventCollector]:
-    async with EventCollector(client) as collector:
-        yield collector
-
-
-@pytest.fixture
-async def start_workers(
-    client: OneManageBroker, tmp_path: Path
-) -> AsyncIterator[Callable[..., WorkerProcess]]:
-    """Start `onemanage worker` processes; whatever is still running is stopped after the test."""
-    await client.js.purge_stream(TASKS)  # nothing left over from an earlier test
-    started: list[WorkerProcess] = []
-
-    def start(processes: int = 1, env: dict[str, str] | None = None) -> WorkerProcess:
-        worker = WorkerProcess(tmp_path, processes, env)
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        await asyncio.to_thread(worker.stop)
-
-
-def crash(worker: WorkerProcess) -> None:
-    """SIGKILL the worker and its children (one process group): nothing is acked or handed back."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(worker.process.pid, signal.SIGKILL)
-    worker.process.wait(10)
 
 
 class AckDropper:
@@ -199,7 +171,7 @@ async def test_a_redelivered_workflow_runs_no_finished_step_again(
     )
     await events.wait_for(task(TaskSucceeded, "psd.parse"))
     await events.wait_for(task(TaskStarted, "psd.preview"))
-    crash(first)
+    kill_worker(first)
 
     def is_outcome(e: BaseEvent) -> bool:
         return isinstance(e, PsdWorkflowCompleted | PsdWorkflowFailed) and mine(e)
@@ -302,7 +274,7 @@ async def test_a_listener_event_redelivered_after_its_handler_ran_is_not_handled
         # has every one of these deliveries as pending, none redelivered yet.
         wanted = {(durable, ack.seq) for durable in LISTENERS for ack in acks}
         await eventually(lambda: wanted <= relay.dropped, 30, "acks of every event dropped")
-        crash(first)
+        kill_worker(first)
     for durable in LISTENERS:
         info = await client.js.consumer_info(EVENTS, durable)
         assert info.ack_floor is not None and (info.ack_floor.stream_seq or 0) < last, durable
