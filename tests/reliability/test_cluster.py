@@ -10,10 +10,12 @@ stored result, and no kick may be refused while a new leader is elected
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -22,6 +24,7 @@ from taskiq.kicker import AsyncKicker
 
 from engine.app import create_broker
 from engine.broker import OneManageBroker
+from engine.events.schemas import TaskEvent
 from engine.results import await_result
 from engine.settings import Settings
 from engine.streams import (
@@ -35,7 +38,7 @@ from engine.streams import (
     ensure_streams,
 )
 from tests.support.cluster import Cluster, RetriedPublishes, stream_current, stream_leader
-from tests.support.harness import EventCollector, WorkerProcess
+from tests.support.harness import EventCollector, WorkerProcess, stored_events
 from tests.support.load import KickLoad
 from tests.support.waiting import eventually
 
@@ -56,6 +59,7 @@ KILL_AFTER = 100  # kicks returned before the node dies: the rest go through the
 KICKERS = 8  # kicks in flight at once
 SLOW_KICK = 1.0  # seconds; a kick slower than this rode out the election
 RUN_BOUND = 60.0  # seconds for one whole fault run
+LIFECYCLE = {"task.queued", "task.started", "task.succeeded"}
 
 
 @pytest.fixture
@@ -129,6 +133,7 @@ class Figures:
     kicks_resume_s: float = 0.0  # kill -> first kick started after it is stored
     healthy_s: float = 0.0  # restart -> the restarted node is healthy (caught up)
     results_s: float = 0.0  # kill -> every result read
+    untold: list[str] = field(default_factory=list)  # tasks without all three lifecycle events
     lost: list[str] = field(default_factory=list)
     wrong: list[str] = field(default_factory=list)
     run_s: float = 0.0
@@ -142,7 +147,8 @@ class Figures:
             f"{slow}, max kick {max(self.latencies, default=0):.2f}s, new leader after "
             f"{self.new_leader_s:.2f}s, kicks resumed after {self.kicks_resume_s:.2f}s, node "
             f"healthy {self.healthy_s:.2f}s after restart, all results {self.results_s:.2f}s "
-            f"after the kill, lost {len(self.lost)}, wrong {len(self.wrong)}, run {self.run_s:.1f}s"
+            f"after the kill, lost {len(self.lost)}, wrong {len(self.wrong)}, without lifecycle "
+            f"events {len(self.untold)}, run {self.run_s:.1f}s"
         )
 
 
@@ -162,7 +168,7 @@ async def _fault_run(
         if name != target and await stream_leader(js, name) == killed:
             figures.also_led.append(name)
     kicker: AsyncKicker[Any, Any] = AsyncKicker("test.add", broker, {})
-    began = time.monotonic()
+    began, since = time.monotonic(), datetime.now(UTC)
     load = KickLoad(lambda n: kicker.kiq(n, 1), TASK_COUNT, KICKERS, KILL_AFTER)
 
     async def fault() -> tuple[float, float]:
@@ -203,8 +209,27 @@ async def _fault_run(
 
     await asyncio.gather(*(outcome(n, task) for n, task in load.kicked.items()))
     figures.results_s = time.monotonic() - killed_at
+    figures.untold = await _untold(broker, {task.task_id for task in load.kicked.values()}, since)
     figures.run_s = time.monotonic() - began
     return figures
+
+
+async def _untold(broker: OneManageBroker, ids: set[str], since: datetime) -> list[str]:
+    """The tasks whose queued, started or succeeded event EVENTS does not hold (after 30 s)."""
+    told: dict[str, set[str]] = {}
+
+    async def untold() -> list[str]:
+        for event in await stored_events(broker, "events.task.>", since):
+            if isinstance(event, TaskEvent) and event.task_id in ids:
+                told.setdefault(event.task_id, set()).add(event.event_type)
+        return sorted(i for i in ids if not told.get(i, set()) >= LIFECYCLE)
+
+    async def all_told() -> bool:
+        return not await untold()
+
+    with contextlib.suppress(AssertionError):  # the figure says how many, the test asserts
+        await eventually(all_told, 30, "tasks without their lifecycle events")
+    return await untold()
 
 
 @pytest.mark.parametrize(
@@ -225,6 +250,7 @@ async def test_killing_a_leader_loses_no_accepted_task(
     assert figures.refused == [], figures.refused[:5]
     assert figures.lost == [], f"{len(figures.lost)} lost, e.g. {figures.lost[:5]}"
     assert figures.wrong == [], figures.wrong[:5]
+    assert figures.untold == [], f"{len(figures.untold)} without lifecycle events"
     assert len(figures.latencies) == TASK_COUNT
     assert cluster_worker.process.poll() is None, cluster_worker.log()
     assert figures.run_s < RUN_BOUND
