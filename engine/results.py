@@ -102,19 +102,21 @@ async def await_result(broker: OneManageBroker, task_id: str, timeout: float) ->
                         f"$KV.{RESULTS_BUCKET}.{task_id}", max_msgs=1
                     )
                 value = await backend.stored(task_id)
-                unreadable, failures = None, 0
-                if value is None:
-                    value = (await subscription.next_msg(timeout=min(left, RELOOK))).data
-                return TaskiqResult[Any].model_validate_json(value)
-            except nats.errors.TimeoutError:
-                continue  # nothing pushed yet: look again
             except Exception as exc:
-                if not is_transient(exc) and not isinstance(exc, nats.errors.Error):
+                if not (is_transient(exc) or isinstance(exc, nats.errors.Error)):
                     raise
                 unreadable, failures = exc, failures + 1
                 if failures == 1:
                     logger.warning("cannot read the result of %s yet: %r", task_id, exc)
                 await asyncio.sleep(min(0.1 * 2**failures, 2.0, max(left, 0)))
+                continue
+            unreadable, failures = None, 0
+            if value is None:
+                try:
+                    value = (await subscription.next_msg(timeout=min(left, RELOOK))).data
+                except nats.errors.TimeoutError:
+                    continue  # nothing pushed yet: look again
+            return TaskiqResult[Any].model_validate_json(value)
     finally:
         if subscription is not None:
             with contextlib.suppress(Exception):

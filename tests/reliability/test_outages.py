@@ -11,6 +11,7 @@ workflows.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -45,7 +46,7 @@ from tests.support.harness import (
     stored_events,
 )
 from tests.support.load import KickLoad
-from tests.support.tasks import add
+from tests.support.tasks import add, sleep_for
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.slow
@@ -237,6 +238,44 @@ async def test_a_server_outage_under_running_workflows_fails_none(
     assert completed == ids
     assert set(outcomes.values()) == {1}, {k: n for k, n in outcomes.items() if n > 1}
     assert worker.process.poll() is None, worker.log()
+
+
+class _Logged(logging.Handler):
+    """Sets ``seen`` when a record with ``text`` is logged."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.seen = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.seen.set()
+
+
+async def test_waiting_for_a_result_rides_out_an_outage(
+    restored: NatsServer,
+    client: OneManageBroker,
+    events: EventCollector,
+    start_workers: Callable[..., WorkerProcess],
+) -> None:
+    """Landed main: a result read that failed in an outage ended the wait (step_timeout 2 s in)."""
+    worker = start_workers()
+    await worker.ready(events)
+    task = await sleep_for.kiq(1.0)
+    unreadable = _Logged("cannot read the result of")
+    logging.getLogger("engine.results").addHandler(unreadable)
+    try:
+        restored.kill()
+        await eventually(lambda: not client.is_connected, 30, "the test's client saw no outage")
+        waiting = asyncio.create_task(await_result(client, task.task_id, 60))
+        await asyncio.wait_for(unreadable.seen.wait(), 30)  # where the landed main gave up
+        assert not waiting.done()
+        restored.restart()
+        result = await asyncio.wait_for(waiting, 60)
+    finally:
+        logging.getLogger("engine.results").removeHandler(unreadable)
+    assert result.return_value == 1.0
 
 
 def _started_by(workers: set[str], workflows: set[str]) -> Callable[[BaseEvent], bool]:
