@@ -327,7 +327,11 @@ class ConsoleState:
             self._advance(row, "retrying" if event.will_retry else "failed", event)
         elif isinstance(event, TaskDeadLettered):
             row.error_type = "dead letter"
-            row.error_message = f"gave up after {event.deliveries} deliveries"
+            row.error_message = (
+                f"gave up after {event.deliveries} deliveries"
+                if event.reason == "max_deliveries"
+                else f"refused ({event.reason}): {event.error}"
+            )
             self._advance(row, "dead_lettered", event)
 
     def _workflow_progress(self, event: PsdWorkflowSubmitted | PsdStepCompleted) -> None:

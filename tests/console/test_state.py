@@ -228,6 +228,19 @@ def test_workers_are_lost_after_missed_heartbeats() -> None:
     assert any("lost" in a.message for a in state.alerts())
 
 
+def test_a_refused_task_says_why_it_is_a_dead_letter() -> None:
+    state = ConsoleState(clock=Clock())
+    state.fold(
+        TaskDeadLettered(
+            task_id="t1", task_name="test.add", stream="TASKS", consumer="workers", stream_seq=7,
+            deliveries=1, reason="undecodable", error="ValidationError: task_id missing",
+        )
+    )  # fmt: skip
+    row = state.rows["t1"]
+    assert row.state == "dead_lettered"
+    assert row.error_message == "refused (undecodable): ValidationError: task_id missing"
+
+
 def test_a_degraded_worker_and_missed_events_are_alerts() -> None:
     """A worker whose lane stopped pulling is not healthy; discarded events are not silent."""
     clock = Clock()
