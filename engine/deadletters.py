@@ -29,6 +29,7 @@ from engine.broker import OneManageBroker
 from engine.errors import PublishError
 from engine.events.publisher import publish_event
 from engine.events.schemas import DeadLetterReason, TaskDeadLettered
+from engine.results import store_dead_letter
 from engine.routing import CORRELATION_LABEL, TASK_ID_HEADER, task_name_of
 from engine.streams import EVENTS, TASKS
 
@@ -105,6 +106,9 @@ async def handle_advisory(broker: OneManageBroker, advisory: dict[str, object]) 
     )
     await publish_event(broker, event)
     if stream == TASKS:
+        await store_dead_letter(
+            broker, event.task_id, f"the server gave up after {deliveries} deliveries"
+        )
         await broker.js.delete_msg(stream, seq)
     logger.warning(
         "dead letter: %s (%s) after %d deliveries, stored as event %s",
@@ -134,6 +138,7 @@ async def record_refused(
         error,
     )
     await publish_event(broker, event)
+    await store_dead_letter(broker, event.task_id, f"refused by a worker ({reason}): {error}")
     logger.warning(
         "dead letter: %s (%s) refused, %s: %s; stored as event %s",
         event.task_name, event.task_id, reason, error, event.event_id,

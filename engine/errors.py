@@ -52,6 +52,20 @@ class StreamConfigError(OneManageError):
         self.want = want
 
 
+class DeadLetteredError(OneManageError):
+    """The task will not run: the server gave up on it, or a worker refused it.
+
+    Stored as the task's result when it is dead-lettered, so whoever waits
+    for it (a workflow step) learns now instead of at its own timeout.
+    """
+
+    code = "dead_lettered"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
 class TransientError(OneManageError):
     """Raise from a task when trying again later may succeed.
 

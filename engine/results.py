@@ -15,12 +15,12 @@ from typing import Any
 
 import nats.errors
 from nats.aio.subscription import Subscription
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
 from taskiq import AsyncResultBackend, TaskiqResult
 from taskiq.exceptions import ResultGetError
 
 from engine.broker import OneManageBroker
-from engine.errors import PublishError, is_transient
+from engine.errors import DeadLetteredError, PublishError, is_transient
 from engine.routing import is_event_task
 from engine.streams import RESULTS_BUCKET
 
@@ -73,6 +73,20 @@ class NatsKVResultBackend(AsyncResultBackend[Any]):
         if value is None:
             raise ResultGetError()
         return TaskiqResult[Any].model_validate_json(value)
+
+
+async def store_dead_letter(broker: OneManageBroker, task_id: str, why: str) -> None:
+    """Give a dead-lettered task an error result, unless it has a result already.
+
+    Without one, a waiter (a workflow step, ``wait_result``) would wait out its
+    whole timeout for a task no worker will run.
+    """
+    result: TaskiqResult[Any] = TaskiqResult(
+        is_err=True, return_value=None, execution_time=0.0, error=DeadLetteredError(why)
+    )
+    kv = await broker.key_value(RESULTS_BUCKET)
+    with contextlib.suppress(KeyWrongLastSequenceError):  # it ran after all: keep that
+        await kv.create(task_id, result.model_dump_json().encode())
 
 
 async def await_result(broker: OneManageBroker, task_id: str, timeout: float) -> TaskiqResult[Any]:

@@ -12,10 +12,14 @@ from the top. Each step's task id and PsdStepCompleted event id are derived from
 the workflow id and the step, so within TASKS' and EVENTS' duplicate window its
 kick of a step that was already kicked is dropped by the server, await_result
 finds the stored result of the first run, and its announcement is stored once.
+A step the server gave up on has an error result (dead_lettered), so the
+workflow fails at once; an orchestrator it gave up on is ended, failed, by the
+``workflow-dead-letters`` listener.
 """
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any
@@ -23,10 +27,16 @@ from typing import Any
 from taskiq import AsyncTaskiqDecoratedTask
 
 from engine import storage
-from engine.app import broker
-from engine.errors import OneManageError, is_transient
+from engine.app import broker, event_listener
+from engine.errors import DeadLetteredError, OneManageError, is_transient
 from engine.events.publisher import publish_event
-from engine.events.schemas import PsdStepCompleted, PsdWorkflowCompleted, PsdWorkflowFailed
+from engine.events.schemas import (
+    BaseEvent,
+    PsdStepCompleted,
+    PsdWorkflowCompleted,
+    PsdWorkflowFailed,
+    TaskDeadLettered,
+)
 from engine.results import await_result
 from engine.tasks.names import PROCESS_LABELS, PROCESS_TASK
 from engine.tasks.psd import export_layers, parse_layers, preview, validate
@@ -202,3 +212,41 @@ async def _run(run: WorkflowRun, input_key: str, size_bytes: int) -> dict[str, A
         ),
     )
     return manifest
+
+
+def _filename_of(payload: str) -> str:
+    """The file name a dead-lettered ``psd.process`` was kicked with, if its payload says."""
+    try:
+        args = json.loads(payload).get("args") or []
+    except Exception:  # truncated or not JSON: the payload is kept in the dead letter anyway
+        return "?"
+    return str(args[2]) if len(args) > 2 else "?"
+
+
+@event_listener("workflow-dead-letters", "events.task.dead_lettered")
+async def end_dead_lettered_workflows(event: BaseEvent) -> None:
+    """A workflow the server gave up on (its workers kept dying under it) still ends, once.
+
+    Its orchestrator cannot publish the outcome: it no longer runs. Same outcome
+    id, so one the orchestrator did publish before it died is not doubled.
+    """
+    if not isinstance(event, TaskDeadLettered) or event.task_name != PROCESS_TASK:
+        return
+    workflow_id = event.task_id
+    why = (
+        f"the server gave up after {event.deliveries} deliveries"
+        if event.reason == "max_deliveries"
+        else f"refused by a worker ({event.reason}): {event.error}"
+    )
+    await publish_event(
+        broker,
+        PsdWorkflowFailed(
+            event_id=outcome_event_id(workflow_id),
+            workflow_id=workflow_id,
+            filename=_filename_of(event.payload),
+            step="orchestrator",
+            error_code=DeadLetteredError.code,
+            error_message=why,
+            correlation_id=workflow_id,
+        ),
+    )

@@ -21,7 +21,7 @@ from tests.support.harness import ROOT, EventCollector, WorkerProcess
 pytestmark = pytest.mark.slow
 
 TEST_LANES = ["workers", "probe-a", "probe-b", "probe-flaky"]
-BUILTIN_LANES = ["workers", "workflows", "audit-log", "task-stats"]
+BUILTIN_LANES = ["workers", "workflows", "audit-log", "task-stats", "workflow-dead-letters"]
 
 
 def test_a_broker_registers_nothing_by_itself() -> None:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from nats.js.errors import NotFoundError
+from taskiq.kicker import AsyncKicker
 
 from engine.broker import OneManageBroker
+from engine.errors import DeadLetteredError
 from engine.events.publisher import publish_event
 from engine.events.schemas import (
     BaseEvent,
@@ -18,6 +22,7 @@ from engine.events.schemas import (
     TaskStarted,
     TaskSucceeded,
 )
+from engine.results import await_result
 from engine.streams import TASKS
 from tests.support.harness import (
     EventCollector,
@@ -177,3 +182,21 @@ async def test_a_worker_puts_back_a_durable_deleted_under_it(
     assert result.return_value == 0.01
     names = [c.name for c in await client.js.consumers_info("TASKS")]
     assert client.settings.tasks_durable in names
+
+
+async def test_a_task_no_worker_runs_gives_its_waiter_an_error_at_once(
+    client: OneManageBroker,
+    events: EventCollector,
+    start_workers: Callable[..., WorkerProcess],
+) -> None:
+    """A dead letter is an outcome: a waiter hears of it now, not at the end of its timeout."""
+    worker = start_workers()
+    await worker.ready(events)
+    nobody: AsyncKicker[..., Any] = AsyncKicker("test.nobody_runs_this", client, {})
+    task = await nobody.kiq()  # every worker hands it back until the server gives up
+    started = time.monotonic()
+    result = await await_result(client, task.task_id, timeout=120)
+    assert time.monotonic() - started < 60
+    assert result.is_err and isinstance(result.error, DeadLetteredError)
+    assert result.error.code == "dead_lettered"
+    assert f"after {client.settings.max_deliver} deliveries" in str(result.error)

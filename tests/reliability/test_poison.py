@@ -24,11 +24,13 @@ from console.state import ConsoleState
 from console.widgets.workers import Workers
 from engine.broker import OneManageBroker
 from engine.consuming import Consumption
+from engine.errors import DeadLetteredError
 from engine.events.audit import audit_path
 from engine.events.publisher import publish_event
 from engine.events.schemas import (
     BaseEvent,
     LaneHealth,
+    PsdWorkflowFailed,
     TaskDeadLettered,
     TaskQueued,
     TaskStarted,
@@ -37,6 +39,7 @@ from engine.events.schemas import (
 from engine.events.stats import read_task_stats
 from engine.identity import utc_now
 from engine.lanes import Delivery, Lane, consumer_config
+from engine.results import await_result
 from engine.routing import TASK_ID_HEADER
 from engine.streams import TASKS
 from tests.support.harness import EventCollector, WorkerProcess, deliveries, stored_events
@@ -153,9 +156,16 @@ async def test_a_task_on_another_tasks_subject_is_refused(
     assert (dead.reason, dead.task_name, dead.task_id) == ("wrong_subject", "psd.process", task_id)
     assert "diag.ping" in dead.error
     await eventually(lambda: _gone(client, TASKS, ack.seq), 30, "still in TASKS")
-    assert not await client.result_backend.is_result_ready(task_id)  # diag.ping did not run
+    result = await await_result(client, task_id, 30)  # diag.ping did not run: a dead letter
+    assert result.is_err and isinstance(result.error, DeadLetteredError)
     stored = await stored_events(client, "events.task.>", worker.started_at)
     assert not [e for e in stored if isinstance(e, TaskStarted) and e.task_id == task_id]
+    # It came as the PSD workflow: that workflow ends, failed, once.
+    (failed,) = await events.wait_for(
+        lambda e: isinstance(e, PsdWorkflowFailed) and e.workflow_id == task_id, timeout=30
+    )
+    assert isinstance(failed, PsdWorkflowFailed)
+    assert (failed.step, failed.error_code) == ("orchestrator", "dead_lettered")
 
 
 # -- a real Consumption in this process -------------------------------------------------
