@@ -24,7 +24,7 @@ from nats.js.errors import NotFoundError
 from engine.broker import OneManageBroker
 from engine.events.schemas import ListenerCounters
 from engine.lanes import Lane, plan_lanes
-from engine.streams import EVENTS
+from engine.streams import EVENTS, EVENTS_SUBJECTS
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,16 @@ def near_limits(info: StreamInfo) -> bool:
     by_bytes = (config.max_bytes or -1) > 0 and state.bytes >= NEAR_FULL * (config.max_bytes or 0)
     by_msgs = (config.max_msgs or -1) > 0 and state.messages >= NEAR_FULL * (config.max_msgs or 0)
     return by_bytes or by_msgs
+
+
+def carried_past_its_own(filter_subject: str | None, pending: int) -> bool:
+    """Can a gap below the stream's first sequence hold events this durable would read?
+
+    Every event, for a durable on all of EVENTS. A filtered one that is idle (nothing
+    pending) is carried past other subjects' events too, so it counts a gap only
+    while it is behind on its own.
+    """
+    return filter_subject in (None, "", EVENTS_SUBJECTS) or pending > 0
 
 
 class DiscardWatch:
@@ -102,6 +112,9 @@ class DiscardWatch:
         through = max(delivered, known or 0)
         gap = first_seq - 1 - through
         if gap <= 0:
+            return 0
+        if not carried_past_its_own(info.config.filter_subject, info.num_pending):
+            self._through[durable] = first_seq - 1  # only other subjects' events went
             return 0
         self._through[durable] = first_seq - 1
         counters = self.broker.listener_counters.setdefault(durable, ListenerCounters())

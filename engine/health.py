@@ -14,6 +14,7 @@ from typing import Any
 
 from engine import monitor
 from engine.app import broker
+from engine.discards import carried_past_its_own
 from engine.errors import PublishError, StoreFullError
 from engine.events.schemas import WorkerHeartbeat
 from engine.streams import EVENTS, TASKS
@@ -42,7 +43,7 @@ async def _listeners_behind_discards() -> AsyncIterator[Finding]:
         if consumer.stream != EVENTS or not consumer.deliveries:
             continue
         gap = events.first_seq - 1 - consumer.delivered
-        if gap > 0:
+        if gap > 0 and carried_past_its_own(consumer.filter_subject, consumer.pending):
             yield Finding(
                 CRITICAL,
                 f"listener {consumer.name} is {gap} event(s) behind what EVENTS still holds: "

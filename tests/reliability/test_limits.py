@@ -24,6 +24,7 @@ from engine.events.schemas import ListenerCounters, TaskQueued, WorkerHeartbeat
 from engine.settings import Settings
 from engine.streams import EVENTS
 from tests.support.harness import ROOT, EventCollector, WorkerProcess, settled
+from tests.support.tasks import ProbeEvent
 from tests.support.waiting import eventually
 
 EVENTS_MAX_BYTES = 256 * 1024
@@ -168,6 +169,35 @@ async def test_a_running_listener_overtaken_by_the_discards_counts_its_losses(
         # A lower bound (what went between a look and its fetch is not seen), far from zero:
         # 2,080 of 2,482 in the run that set this bound.
         assert lost // 2 <= seen.missed, (seen, lost)
+    finally:
+        worker.stop()
+
+
+async def test_a_filtered_listener_loses_nothing_when_other_subjects_are_discarded(
+    small: tuple[embedded.EmbeddedServer, OneManageBroker], tmp_path: Path
+) -> None:
+    """An idle listener on events.task.> is carried past discarded events of other subjects."""
+    server, broker = small
+    env = _env(server.url, tmp_path / "data")
+    worker = WorkerProcess(tmp_path, 1, env, modules=("tests.support.slow_listener",))
+    try:
+        async with EventCollector(broker, "events.worker.>") as events:
+            await worker.ready(events)
+            for n in range(3000):  # ~1.5 MB of events it does not read, through 256 KB
+                await publish_event(broker, ProbeEvent(n=n, note="x" * 200))
+            after = datetime.now(UTC)
+
+            def reported() -> ListenerCounters | None:
+                for beat in reversed(events.matching(lambda e: isinstance(e, WorkerHeartbeat))):
+                    if isinstance(beat, WorkerHeartbeat) and beat.timestamp > after:
+                        return beat.listeners.get("slow-reader") or ListenerCounters()
+                return None
+
+            seen = await eventually(reported, 30, "no heartbeat after the flood")
+        assert (await broker.js.stream_info(EVENTS)).state.first_seq > 2000  # discarded
+        assert seen.missed == 0, seen
+        check = await _check(env, 10)
+        assert "slow-reader" not in check.stdout, check.stdout
     finally:
         worker.stop()
 
