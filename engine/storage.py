@@ -3,10 +3,17 @@
 Inputs are content-addressed (``sha256-<hex>``), so the same file submitted
 twice is stored once; artefacts live under ``<workflow_id>/``. Both buckets
 expire their objects after their TTL, so the store does not grow forever.
+
+An address is only worth what is checked: a read of an input verifies its
+bytes against the key (the store's own digest only says the object is what
+its last writer put), and an upload reuses a stored input only if the
+store's digest is that of the bytes being uploaded. Different bytes under
+the key (forged, or corrupt) are an IntegrityError, code ``integrity``.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -14,7 +21,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from nats.js.errors import NotFoundError, ObjectNotFoundError
+from nats.js.errors import DigestMismatchError, NotFoundError, ObjectNotFoundError
 from nats.js.object_store import ObjectStore
 
 from engine.broker import OneManageBroker
@@ -30,9 +37,24 @@ class StorageError(OneManageError):
     """An object is missing or the store cannot be reached."""
 
 
+class IntegrityError(StorageError):
+    """A stored input is not the content its address names: never used, never reused."""
+
+    code = "integrity"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
 def input_key(data: bytes) -> str:
     """The content address of an input: equal bytes, equal key."""
     return f"sha256-{hashlib.sha256(data).hexdigest()}"
+
+
+def _store_digest(data: bytes) -> str:
+    """The object store's digest of ``data`` (its ``ObjectInfo.digest`` format)."""
+    return "SHA-256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).decode()
 
 
 def artefact_key(workflow_id: str, name: str) -> str:
@@ -68,15 +90,21 @@ async def _store(broker: OneManageBroker, bucket: str) -> ObjectStore:
 
 
 async def put_input(broker: OneManageBroker, data: bytes, progress: Progress | None = None) -> str:
-    """Store an input once; returns its content address."""
+    """Store an input once; returns its content address.
+
+    A stored object is reused only when the store's digest is that of ``data``:
+    same key and size with other bytes (landed main reused forged bytes) is
+    replaced by the genuine upload.
+    """
     key = input_key(data)
     store = await _store(broker, INPUTS_BUCKET)
     try:
         info = await store.get_info(key)
-        if info.size == len(data):
+        if info.size == len(data) and (info.digest or "").upper() == _store_digest(data).upper():
             if progress:
                 progress(len(data), len(data))
             return key
+        logger.warning("input %s in the store is not its content: uploading it again", key)
     except ObjectNotFoundError:
         pass
     payload: bytes | io.RawIOBase = _ProgressReader(data, progress) if progress else data
@@ -85,7 +113,17 @@ async def put_input(broker: OneManageBroker, data: bytes, progress: Progress | N
 
 
 async def get_input(broker: OneManageBroker, key: str) -> bytes:
-    return await _get(broker, INPUTS_BUCKET, key)
+    """The input's bytes, verified against its address."""
+    try:
+        data = await _get(broker, INPUTS_BUCKET, key)
+    except DigestMismatchError as exc:
+        raise IntegrityError(f"input {key} is damaged: its chunks do not match its digest") from exc
+    if input_key(data) != key:
+        raise IntegrityError(
+            f"input {key} holds other bytes ({input_key(data)[:19]}...): it was overwritten "
+            "or damaged; submit the file again"
+        )
+    return data
 
 
 async def put_artefact(broker: OneManageBroker, workflow_id: str, name: str, data: bytes) -> str:
