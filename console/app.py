@@ -49,6 +49,7 @@ from console.widgets.workers import Workers
 from engine import embedded, monitor
 from engine.app import broker
 from engine.broker import OneManageBroker
+from engine.redaction import redact, redact_logging
 
 logger = logging.getLogger(__name__)
 
@@ -219,10 +220,10 @@ class ConsoleApp(App[None]):
                 await self.broker.startup()
                 self.owns_connection = True
         except Exception as exc:
-            self.backend = f"[b red]cannot connect: {type(exc).__name__}: {exc}[/]"
+            self.backend = redact(f"[b red]cannot connect: {type(exc).__name__}: {exc}[/]")
             logger.exception("console cannot start")
             return
-        self.state.connection.url = self.broker.servers()[0].removeprefix("nats://")
+        self.state.connection.url = redact(self.broker.servers()[0]).removeprefix("nats://")
         self.pump = Pump(self.state, self.broker, self.options.since)
         self.pump.start()
 
@@ -413,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    redact_logging()
     options = ConsoleOptions(
         since=args.since, with_worker=args.with_worker, config_path=args.config
     )

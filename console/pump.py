@@ -15,6 +15,7 @@ from console.state import ConsoleState
 from engine import monitor
 from engine.broker import OneManageBroker
 from engine.events.schemas import parse_event
+from engine.redaction import redact_netloc
 from engine.streams import EVENTS, TASKS
 
 logger = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ class Pump:
             try:
                 nc = self.broker.nc
                 url = nc.connected_url
-                connection.url = url.netloc if url else connection.url
+                connection.url = redact_netloc(url.netloc) if url else connection.url
                 connection.rtt_ms = await monitor.round_trip_ms(self.broker)
                 if not connection.connected:
                     connection.connected, connection.since = True, datetime.now(UTC)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine import embedded
+from engine.redaction import redact, redact_logging
 from engine.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -154,7 +155,8 @@ def _client(coro_factory: Callable[[], Awaitable[int]]) -> int:
         try:
             await broker.startup()
         except Exception as exc:
-            print(f"onemanage: cannot connect: {type(exc).__name__}: {exc}", file=sys.stderr)
+            why = redact(f"{type(exc).__name__}: {exc}")
+            print(f"onemanage: cannot connect: {why}", file=sys.stderr)
             return 2
         try:
             return await coro_factory()
@@ -177,7 +179,7 @@ async def _status() -> int:
     from engine.events.stats import read_task_stats
     from engine.streams import EVENTS, TASKS
 
-    print(f"server: {', '.join(broker.servers())}")
+    print(f"server: {redact(', '.join(broker.servers()))}")
     for name in (TASKS, EVENTS):
         figures = await monitor.stream_figures(broker, name)
         if figures is None:
@@ -447,6 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    redact_logging()
     if args.log_level == "INFO":  # not a line per task and per event
         logging.getLogger("taskiq.receiver.receiver").setLevel(logging.WARNING)
     return int(args.func(args))

@@ -18,6 +18,7 @@ from nats.js import JetStreamContext
 
 from engine import embedded
 from engine.errors import NotConnectedError
+from engine.redaction import redact, redact_netloc
 from engine.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -132,7 +133,7 @@ class Connection:
                 with contextlib.suppress(Exception):
                     await client.close()
                 raise NotConnectedError(
-                    f"cannot reach {', '.join(servers)} (wrong URL or credentials, or the "
+                    f"cannot reach {redact(', '.join(servers))} (wrong URL or credentials, or the "
                     "server is down: see the log for the server's answer)"
                 ) from exc
         self._nc = client
@@ -156,7 +157,7 @@ class Connection:
             self.embedded_server = None
 
     async def _on_error(self, exc: Exception) -> None:
-        logger.warning("nats: %s: %s", type(exc).__name__, exc)
+        logger.warning("nats: %s: %s", type(exc).__name__, redact(str(exc)))
 
     async def _on_disconnected(self) -> None:
         if not self.closing:
@@ -164,4 +165,4 @@ class Connection:
 
     async def _on_reconnected(self) -> None:
         url = self._nc.connected_url if self._nc else None
-        logger.warning("nats: reconnected to %s", url.netloc if url else "?")
+        logger.warning("nats: reconnected to %s", redact_netloc(url.netloc) if url else "?")

@@ -17,6 +17,7 @@ from engine.app import broker
 from engine.discards import carried_past_its_own
 from engine.errors import PublishError, StoreFullError
 from engine.events.schemas import WorkerHeartbeat
+from engine.redaction import redact_netloc
 from engine.streams import EVENTS, TASKS
 from engine.tasks.diagnostics import PING_TASK
 
@@ -98,7 +99,7 @@ async def findings(timeout: float) -> AsyncIterator[Finding]:
     """Everything ``onemanage check`` looks at, in the order a person would."""
     started = time.perf_counter()
     await broker.nc.flush()
-    where = broker.nc.connected_url.netloc if broker.nc.connected_url else "?"
+    where = redact_netloc(broker.nc.connected_url.netloc) if broker.nc.connected_url else "?"
     rtt = (time.perf_counter() - started) * 1000
     yield Finding(OK, f"connected to {where} (round trip {rtt:.1f} ms)")
     for name in (TASKS, EVENTS):
