@@ -3,7 +3,7 @@
 With no server configured it starts the embedded nats-server and one worker,
 and stops both on exit; with a server configured it only connects (add
 --with-worker for a local worker). It replays the recent EVENTS history, then
-follows live, read-only: ephemeral readers and figures, never a durable, an
+follows live, as the operator role: direct gets and figures, never a consumer, an
 ack, a delete or a purge. Events fold into console.state; a 10 Hz timer draws.
 """
 
@@ -49,6 +49,7 @@ from console.widgets.workers import Workers
 from engine import embedded, monitor
 from engine.app import broker
 from engine.broker import OneManageBroker
+from engine.credentials import PRIVATE_FILE, private_dir
 from engine.redaction import redact, redact_logging
 
 logger = logging.getLogger(__name__)
@@ -231,9 +232,12 @@ class ConsoleApp(App[None]):
         env = dict(os.environ)
         if url:
             env["ONEMANAGE_NATS_URL"] = url
-        log_path = self.broker.settings.data_dir / "console-worker.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as log:
+            env["ONEMANAGE_CREDENTIALS_DIR"] = str(
+                embedded.credentials_dir(self.broker.settings.data_dir)
+            )
+        log_path = private_dir(self.broker.settings.data_dir) / "console-worker.log"
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE)
+        with os.fdopen(fd, "ab") as log:
             self.worker_process = subprocess.Popen(
                 [sys.executable, "-m", "engine.cli", "worker", "-p", "1"],
                 env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
@@ -407,14 +411,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     for module in args.imports:
         importlib.import_module(module)
-    data_dir = broker.settings.data_dir
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = private_dir(broker.settings.data_dir)
+    log_path = data_dir / "console.log"
     logging.basicConfig(  # never stderr: it would draw over the screen
-        filename=data_dir / "console.log",
+        filename=log_path,
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    log_path.chmod(PRIVATE_FILE)
     redact_logging()
+    broker.role = "operator"  # it watches and submits (engine.roles)
     options = ConsoleOptions(
         since=args.since, with_worker=args.with_worker, config_path=args.config
     )

@@ -51,7 +51,7 @@ class Pump:
         await tail.run(self._fold, on_idle=self._idle)
 
     def _fold(self, delivered: monitor.Delivered) -> None:
-        self.state.fold(parse_event(delivered.data), delivered.seq)
+        self.state.fold(parse_event(delivered.data, delivered.subject), delivered.seq)
         if delivered.pending == 0:
             self.state.caught_up = True
         self.ingested += 1

@@ -24,7 +24,6 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import PubAck, StreamInfo
 from nats.js.kv import KeyValue
-from nats.js.object_store import ObjectStore
 from taskiq import AckableMessage, AsyncBroker, BrokerMessage, TaskiqEvents, TaskiqState
 from taskiq.message import TaskiqMessage
 
@@ -34,6 +33,7 @@ from engine.consuming import Consumption, RecordRefused
 from engine.events.schemas import DeadLetterReason, LaneHealth, ListenerCounters
 from engine.identity import process_identity
 from engine.lanes import Delivery, Lane, consumer_config, plan_lanes
+from engine.roles import Role
 from engine.routing import TASK_ID_HEADER, check_task, is_event_task, lane_of, task_subject
 from engine.settings import Settings, load_settings
 from engine.streams import ensure_streams
@@ -47,6 +47,7 @@ class OneManageBroker(AsyncBroker):
     def __init__(self, settings: Settings | None = None) -> None:
         super().__init__()
         self._settings = settings  # None: read from the environment at first use
+        self._role: Role | None = None  # None: the settings' role
         self.connection = Connection()
         self.consumption: Consumption | None = None
         self.listener_counters: dict[str, ListenerCounters] = {}  # reported in heartbeats
@@ -55,7 +56,6 @@ class OneManageBroker(AsyncBroker):
         self.fetch_hooks: list[Callable[[Lane], Awaitable[None]]] = []
         self.ready = asyncio.Event()  # set once a worker pulls from all its lanes
         self._buckets: dict[str, KeyValue] = {}  # bound on this connection; cleared at shutdown
-        self._stores: dict[str, ObjectStore] = {}
         self.add_event_handler(TaskiqEvents.WORKER_STARTUP, self._create_streams)
 
     # -- the connection ------------------------------------------------------------
@@ -94,11 +94,23 @@ class OneManageBroker(AsyncBroker):
         """The configured URLs, or the embedded server's (started if needed)."""
         return self.connection.servers(self.settings)
 
+    @property
+    def role(self) -> Role:
+        """Whose credentials this process connects with (engine.roles)."""
+        return self._role or self.settings.role
+
+    @role.setter
+    def role(self, role: Role) -> None:
+        self._role = role
+
     async def connect(self) -> Client:
         """Open this process's one NATS connection (idempotent); workers wait for it."""
-        role = "worker" if self.is_worker_process else "client"
+        kind = "worker" if self.is_worker_process else "client"
         return await self.connection.open(
-            self.settings, f"onemanage-{role}-{self.worker_id}", patient=self.is_worker_process
+            self.settings,
+            f"onemanage-{kind}-{self.worker_id}",
+            patient=self.is_worker_process,
+            role=self.role,
         )
 
     async def startup(self) -> None:
@@ -116,7 +128,6 @@ class OneManageBroker(AsyncBroker):
         await super().shutdown()
         await self.connection.close()
         self._buckets.clear()
-        self._stores.clear()
 
     async def _create_streams(self, state: TaskiqState) -> None:
         """The worker start-up hook: create and verify TASKS, EVENTS and the buckets."""
@@ -131,12 +142,6 @@ class OneManageBroker(AsyncBroker):
         if bucket not in self._buckets:
             self._buckets[bucket] = await self.js.key_value(bucket)
         return self._buckets[bucket]
-
-    async def object_store(self, bucket: str) -> ObjectStore:
-        """The object store ``bucket``, bound once per connection."""
-        if bucket not in self._stores:
-            self._stores[bucket] = await self.js.object_store(bucket)
-        return self._stores[bucket]
 
     # -- publishing ----------------------------------------------------------------
 

@@ -41,7 +41,55 @@ def _embedded_or_exit(settings: Settings) -> embedded.EmbeddedServer:
 # -- server -------------------------------------------------------------------------
 
 
+def _server_config(args: argparse.Namespace) -> int:
+    """Write a configuration with the three roles, and their credentials, for your servers."""
+    import secrets
+
+    from engine import credentials
+    from engine.roles import ROLES
+    from engine.serverconf import Plan, server_configs
+
+    out: Path = args.out.resolve()
+    if args.tls_cert and not args.tls_key:
+        sys.exit("onemanage: --tls-cert needs --tls-key")
+    routes = tuple(r.strip() for r in (args.cluster or "").split(",") if r.strip())
+    if len(routes) == 1:
+        sys.exit("onemanage: a cluster needs at least 2 nodes (3 for JetStream to survive one)")
+    plan = Plan(
+        host=args.host,
+        port=args.port or 4222,
+        monitor_port=args.monitor_port,
+        store_dir=(args.store or out / "store").resolve(),
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_ca=args.tls_ca,
+        routes=routes,
+    )
+    directory = out / "credentials"
+    found = credentials.ensure(directory, ROLES)
+    route_file = directory / "route.password"
+    if not route_file.exists():
+        credentials.write_private(route_file, secrets.token_urlsafe(32))
+    files = server_configs(plan, found, route_file.read_text().strip())
+    for name, text in files.items():
+        credentials.write_private(out / name, text)
+    print(f"wrote {', '.join(files)} and the credentials of {', '.join(ROLES)} to {out} (0600)")
+    first = next(iter(files))
+    print(f"run: nats-server -c {out / first}" + (" (one file per node)" if routes else ""))
+    scheme = "tls" if plan.tls_cert else "nats"
+    print("connect, on each machine:")
+    nodes = [f"{scheme}://{plan.host}:{port}" for port in plan.client_ports()]
+    print(f"  export ONEMANAGE_NATS_URL={','.join(nodes)}")
+    print(f"  export ONEMANAGE_CREDENTIALS_DIR={directory}")
+    print("  each command uses its role's file there: worker (onemanage worker), operator")
+    print("  (submit, the console), viewer (status, check); give a machine only the files")
+    print("  of the roles it needs. Roles and permissions: docs/security.md")
+    return 0
+
+
 def cmd_server(args: argparse.Namespace) -> int:
+    if args.action == "config":
+        return _server_config(args)
     settings = load_settings()
     data_dir = settings.data_dir
     running = embedded.find_running(data_dir)
@@ -53,6 +101,7 @@ def cmd_server(args: argparse.Namespace) -> int:
             f"embedded nats-server {running.url} (pid {running.pid}, monitor {running.monitor_url})"
         )
         print(f"store: {embedded.store_dir(data_dir)}")
+        print(f"credentials: {embedded.credentials_dir(data_dir)} (one file per role, 0600)")
         return 0
     if args.action == "stop":
         if running is None:
@@ -120,6 +169,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if settings.embedded:
         server = _embedded_or_exit(settings)
         os.environ["ONEMANAGE_NATS_URL"] = server.url  # the children connect, never start
+        os.environ["ONEMANAGE_CREDENTIALS_DIR"] = str(server.credentials_dir)
         how = "started" if server.owned else "reusing"
         store = embedded.store_dir(settings.data_dir)
         print(f"{how} embedded nats-server {server.url} (store {store})")
@@ -150,6 +200,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def _client(coro_factory: Callable[[], Awaitable[int]]) -> int:
     """Run ``coro_factory`` with the broker started as a client."""
     from engine.app import broker
+    from engine.errors import PermissionDeniedError
 
     async def run() -> int:
         try:
@@ -160,6 +211,9 @@ def _client(coro_factory: Callable[[], Awaitable[int]]) -> int:
             return 2
         try:
             return await coro_factory()
+        except PermissionDeniedError as exc:  # the role's rights, not a fault: no traceback
+            print(f"onemanage: {exc} (connected as {broker.role})", file=sys.stderr)
+            return 2
         finally:
             await broker.shutdown()
 
@@ -222,12 +276,12 @@ async def _status() -> int:
     return 0
 
 
-async def _check(timeout: float) -> int:
+async def _check() -> int:
     """One line per finding; exit 0 all ok, 1 a warning, 2 something critical. Never a traceback."""
     from engine import health
 
     worst = 0
-    async for finding in health.findings(timeout):
+    async for finding in health.findings():
         print(f"{finding.label} {finding.text}", flush=True)
         worst = max(worst, finding.level)
     return worst
@@ -309,9 +363,10 @@ async def _submit(paths: list[str], wait: bool) -> int:
     from engine.app import broker
     from engine.errors import PublishError
     from engine.events.schemas import PsdWorkflowCompleted
+    from engine.storage import StorageError
     from engine.submit import Submission, SubmitError, follow_workflow, read_psd_file, submit_psd
 
-    await broker.ensure_streams()
+    # No ensure_streams here: creating streams is the worker's right, not the operator's.
     submissions: list[Submission] = []
     failed = 0
     for name in paths:
@@ -320,7 +375,7 @@ async def _submit(paths: list[str], wait: bool) -> int:
             data = read_psd_file(path, broker.settings.max_upload_bytes)
             progress = _upload_progress(path.name, len(data))
             submission = await submit_psd(broker, data, path.name, progress)
-        except SubmitError as exc:
+        except (SubmitError, StorageError) as exc:
             print(f"onemanage: {exc}", file=sys.stderr)
             failed += 1
             continue
@@ -392,9 +447,43 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING, ERROR")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    server = commands.add_parser("server", help="run the embedded nats-server (foreground)")
-    server.add_argument("action", nargs="?", default="run", choices=["run", "status", "stop"])
-    server.add_argument("--port", type=int, default=None, help="client port (default: a free one)")
+    server = commands.add_parser(
+        "server",
+        help="run the embedded nats-server (foreground), or write a config for your own",
+        description="run: the embedded server in the foreground; status, stop: the running "
+        "one; config: write a nats-server configuration with the worker, operator and "
+        "viewer roles and their generated credentials (docs/security.md)",
+    )
+    server.add_argument(
+        "action", nargs="?", default="run", choices=["run", "status", "stop", "config"]
+    )
+    server.add_argument(
+        "--port", type=int, default=None, help="client port (run: a free one; config: 4222)"
+    )
+    config = server.add_argument_group("config")
+    config.add_argument(
+        "--out",
+        type=Path,
+        default=Path("onemanage-server"),
+        help="directory for the config and credentials (default: %(default)s)",
+    )
+    config.add_argument(
+        "--host", default="127.0.0.1", help="client address to listen on (default: %(default)s)"
+    )
+    config.add_argument(
+        "--monitor-port",
+        type=int,
+        default=8222,
+        help="HTTP monitoring port, always on 127.0.0.1 (default: %(default)s)",
+    )
+    config.add_argument(
+        "--store", type=Path, default=None, help="JetStream store directory (default: OUT/store)"
+    )
+    config.add_argument("--tls-cert", type=Path, help="server certificate (PEM): clients use TLS")
+    config.add_argument("--tls-key", type=Path, help="its private key (PEM)")
+    config.add_argument("--tls-ca", type=Path, help="CA to verify client certificates with")
+    config.add_argument("--cluster", metavar="HOST:PORT,...",
+                        help="route address of every node: one config file per node")  # fmt: skip
     server.set_defaults(func=cmd_server)
 
     worker = commands.add_parser("worker", help="run headless workers")
@@ -435,14 +524,26 @@ def build_parser() -> argparse.ArgumentParser:
         func=lambda args: _client(lambda: _artefacts(args.workflow_id, args.out))
     )
 
-    check = commands.add_parser("check", help="health check: connection, streams, a ping task")
-    check.add_argument("--timeout", type=float, default=10.0)
-    check.set_defaults(func=lambda args: _client(lambda: _check(args.timeout)))
+    check = commands.add_parser("check", help="health check: connection, streams, workers")
+    check.set_defaults(func=lambda args: _client(_check))
     return parser
+
+
+# Whose credentials each command connects with (engine.roles): a look needs no more
+# than the viewer's rights, a submission the operator's.
+ROLE_OF_COMMAND = {
+    "worker": "worker",
+    "submit": "operator",
+    "status": "viewer",
+    "check": "viewer",
+    "artefacts": "viewer",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ROLE_OF_COMMAND:  # before anything reads the settings
+        os.environ["ONEMANAGE_ROLE"] = ROLE_OF_COMMAND[args.command]
     args.log_level = args.log_level.upper()
     if args.command == "worker" and args.log_level == "WARNING":
         args.log_level = "INFO"  # a service says what it does

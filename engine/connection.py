@@ -11,14 +11,17 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from pathlib import Path
 from typing import Any
 
+import nats.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from engine import embedded
-from engine.errors import NotConnectedError
+from engine import credentials, embedded
+from engine.errors import NotConnectedError, PermissionDeniedError
 from engine.redaction import redact, redact_netloc
+from engine.roles import ROLES, Role, inbox_prefix
 from engine.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -36,6 +39,36 @@ class _Client(Client):
     same fault in the flusher, fixed there by #636; the PONG path still has it.)
     """
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.denied: dict[str, str] = {}  # lower-cased subject -> what the server refused
+
+    async def _process_err(self, err_msg: str) -> None:
+        text = err_msg.strip("'")
+        if text.lower().startswith("permissions violation"):
+            # 'Permissions Violation for Publish to "X"' (or Subscription to): nats-py
+            # passes it to the error callback only; remember it for the waiting request.
+            what = text[len("permissions violation for ") :].replace('"', "")
+            subject = what.rsplit(" ", 1)[-1].lower()
+            self.denied[subject] = what.lower()
+        await super()._process_err(err_msg)
+
+    def refused(self, subject: str) -> str | None:
+        """What the server refused on ``subject`` on this connection, if it did."""
+        return self.denied.get(subject.lower())
+
+    async def request(self, subject: str, *args: Any, **kwargs: Any) -> Any:
+        """nats-py's request; a refused one raises PermissionDeniedError, not a timeout.
+
+        Checked only when the request timed out, so an answered one costs nothing.
+        """
+        try:
+            return await super().request(subject, *args, **kwargs)
+        except nats.errors.TimeoutError:
+            if self.refused(subject):
+                raise PermissionDeniedError(f"publish to {subject}") from None
+            raise
+
     async def _process_pong(self) -> None:
         if self._pongs and self._pongs[0].done():
             self._pongs.pop(0)  # that PING's waiter is gone: nothing to tell
@@ -45,15 +78,47 @@ class _Client(Client):
         await super()._process_pong()
 
 
-def connect_options(settings: Settings) -> dict[str, Any]:
+def _explicit_credentials(settings: Settings) -> bool:
+    s = settings
+    in_url = any("@" in url.split("//", 1)[-1].split("/", 1)[0] for url in s.nats_url)
+    return bool(in_url or s.nats_user or s.nats_token or s.nats_creds or s.nats_nkey_seed)
+
+
+def role_credentials(settings: Settings, role: Role) -> credentials.Credentials | None:
+    """The generated credentials of ``role``: the embedded server's, or credentials_dir's.
+
+    A configured server never gets the embedded server's passwords: only the
+    credentials_dir named for it is read (ONEMANAGE_CREDENTIALS_DIR).
+    """
+    if _explicit_credentials(settings):
+        return None
+    if settings.embedded:
+        directory: Path | None = embedded.credentials_dir(settings.data_dir)
+    else:
+        directory = settings.credentials_dir
+    if directory is None:
+        return None
+    return credentials.load(directory, role)
+
+
+def connect_options(settings: Settings, role: Role | None = None) -> dict[str, Any]:
     """nats-py ``connect`` keyword arguments for the credentials and TLS of ``settings``."""
     s = settings
+    role = role or s.role
     options: dict[str, Any] = {
         "connect_timeout": s.connect_timeout,
         "reconnect_time_wait": s.reconnect_wait,
         "max_reconnect_attempts": -1,
         "allow_reconnect": True,
     }
+    generated = role_credentials(s, role)
+    if generated is not None:
+        options["user"] = generated.user
+        options["password"] = generated.password.get_secret_value()
+    user = generated.user if generated else s.nats_user
+    if user in ROLES:
+        # Replies come back under the role's own prefix, the only one it may subscribe to.
+        options["inbox_prefix"] = inbox_prefix(user)
     if s.nats_user:
         options["user"] = s.nats_user
         options["password"] = s.nats_password.get_secret_value() if s.nats_password else ""
@@ -79,6 +144,7 @@ class Connection:
         self._js: JetStreamContext | None = None
         self.embedded_server: embedded.EmbeddedServer | None = None
         self.closing = False
+        self.last_error: Exception | None = None  # the server's last complaint
 
     @property
     def nc(self) -> Client:
@@ -104,7 +170,9 @@ class Connection:
             self.embedded_server = embedded.ensure(settings.data_dir)
         return [self.embedded_server.url]
 
-    async def open(self, settings: Settings, name: str, *, patient: bool) -> Client:
+    async def open(
+        self, settings: Settings, name: str, *, patient: bool, role: Role | None = None
+    ) -> Client:
         """Connect (idempotent).
 
         A ``patient`` caller (a worker) waits for its server as long as it takes;
@@ -122,7 +190,7 @@ class Connection:
             error_cb=self._on_error,
             disconnected_cb=self._on_disconnected,
             reconnected_cb=self._on_reconnected,
-            **connect_options(settings),
+            **connect_options(settings, role),
         )
         if patient:
             await attempt
@@ -132,9 +200,16 @@ class Connection:
             except TimeoutError as exc:
                 with contextlib.suppress(Exception):
                     await client.close()
+                # nats-py reports it as a plain Error: "nats: 'Authorization Violation'".
+                refused = "authorization violation" in str(self.last_error).lower()
+                why = (
+                    "the server refused the credentials (authorization violation): see "
+                    "docs/security.md"
+                    if refused
+                    else "wrong URL or credentials, or the server is down: see the log"
+                )
                 raise NotConnectedError(
-                    f"cannot reach {redact(', '.join(servers))} (wrong URL or credentials, or the "
-                    "server is down: see the log for the server's answer)"
+                    f"cannot reach {redact(', '.join(servers))}: {why}"
                 ) from exc
         self._nc = client
         self._js = client.jetstream(timeout=settings.publish_timeout)
@@ -157,6 +232,7 @@ class Connection:
             self.embedded_server = None
 
     async def _on_error(self, exc: Exception) -> None:
+        self.last_error = exc
         logger.warning("nats: %s: %s", type(exc).__name__, redact(str(exc)))
 
     async def _on_disconnected(self) -> None:

@@ -268,6 +268,9 @@ class Consumption:
         payload = decode_payload(msg.data)
         event_id = payload.get("event_id") if isinstance(payload, dict) else None
         task_id = f"{lane.durable}:{event_id or msg.reply}"
+        claimed = payload.get("event_type") if isinstance(payload, dict) else None
+        if isinstance(claimed, str) and msg.subject != f"events.{claimed}":  # see parse_event
+            payload = Unreadable("wrong_subject", f"a {claimed} event stored on {msg.subject}")
         if isinstance(payload, Unreadable):
             await self._skip(lane, msg, task_id, payload)
             return None

@@ -4,6 +4,11 @@ The embedded server is what makes ``onemanage`` work on a machine with nothing
 but Python: the first command that needs it starts it in the data directory, the
 next ones find it there through its ports file and reuse it. It binds to
 127.0.0.1 only and lets the server pick free ports (no port race).
+
+It is authenticated: on first start the data directory gets a password per
+role (engine.roles) in ``credentials/``, and the server is given those users
+(engine.serverconf); a connection without credentials is refused. The data
+directory is 0700 and what holds a secret or a port is 0600.
 """
 
 from __future__ import annotations
@@ -24,6 +29,10 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from engine import credentials
+from engine.roles import ROLES
+from engine.serverconf import embedded_config
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +91,11 @@ class EmbeddedServer:
     data_dir: Path
     owned: bool = False
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def credentials_dir(self) -> Path:
+        """Its generated credentials (engine.credentials), one file per role."""
+        return credentials_dir(self.data_dir)
 
     @property
     def port(self) -> int:
@@ -152,6 +166,21 @@ class EmbeddedServer:
         return "stopped"
 
 
+def credentials_dir(data_dir: Path) -> Path:
+    """Where the embedded server's generated credentials live, one file per role."""
+    return data_dir / "credentials"
+
+
+def auth_config(data_dir: Path) -> Path:
+    """The embedded server's users, generated on first use and kept private."""
+    found = credentials.ensure(credentials_dir(data_dir), ROLES)
+    path = nats_dir(data_dir) / "auth.conf"
+    text = embedded_config(found)
+    if not path.exists() or path.read_text() != text:
+        credentials.write_private(path, text)
+    return path
+
+
 def nats_dir(data_dir: Path) -> Path:
     return data_dir / "nats"
 
@@ -210,17 +239,22 @@ def start(
     detach: bool = True,
     timeout: float = 15.0,
     config: Path | None = None,
+    config_store: bool = False,
 ) -> EmbeddedServer:
     """Start a nats-server with JetStream on 127.0.0.1 and wait until it is healthy.
 
     ``port=None`` lets the server choose a free one. ``detach`` puts it in its own
     session so it outlives the process that started it (other commands reuse it).
     ``config`` is a nats-server config file (accounts, users, permissions); the
-    flags here still decide address, ports and store.
+    flags here still decide address, ports and store (the store stays the
+    config's with ``config_store``: nats-server refuses both). Without one, the
+    server gets the data directory's generated users (``auth_config``).
     """
     binary = find_binary()
-    for directory in (run_dir(data_dir), store_dir(data_dir)):
-        directory.mkdir(parents=True, exist_ok=True)
+    for directory in (data_dir, nats_dir(data_dir), run_dir(data_dir), store_dir(data_dir)):
+        credentials.private_dir(directory)
+    if config is None:
+        config = auth_config(data_dir)
     command = [
         str(binary),
         *(["-c", str(config)] if config else []),
@@ -229,12 +263,13 @@ def start(
         "-m", "-1",
         "--ports_file_dir", str(run_dir(data_dir)),
         "-js",
-        "-sd", str(store_dir(data_dir)),
+        *([] if config_store else ["-sd", str(store_dir(data_dir))]),
         "-l", str(log_file(data_dir)),
     ]  # fmt: skip
     # -a binds the monitor port to 127.0.0.1 too. Start-up errors (bad flags) go
     # to stderr before -l takes over, so stderr goes to the same log file.
-    with open(log_file(data_dir), "ab") as log:
+    log_fd = os.open(log_file(data_dir), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(log_fd, "ab") as log:
         process = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
@@ -252,6 +287,7 @@ def start(
             )
         ports = _read_ports(ports_path)
         if ports:
+            ports_path.chmod(credentials.PRIVATE_FILE)
             server = EmbeddedServer(
                 pid=process.pid,
                 url=ports[0],
@@ -272,7 +308,8 @@ def start(
 
 @contextlib.contextmanager
 def _locked(data_dir: Path) -> Iterator[None]:
-    nats_dir(data_dir).mkdir(parents=True, exist_ok=True)
+    credentials.private_dir(data_dir)
+    credentials.private_dir(nats_dir(data_dir))
     with open(nats_dir(data_dir) / "lock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:

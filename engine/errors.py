@@ -15,6 +15,21 @@ class NotConnectedError(OneManageError):
     """The broker has no NATS connection yet (startup() was not awaited)."""
 
 
+class PermissionDeniedError(OneManageError):
+    """The server refused this user an operation: its role does not allow it (engine.roles).
+
+    The server answers a forbidden request with nothing (the refusal goes to
+    the connection's error callback), so the request would just time out;
+    this error names what was refused instead.
+    """
+
+    code = "permission_denied"
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"permission denied: {what}")
+        self.what = what
+
+
 class PublishError(OneManageError):
     """A message could not be confirmed as stored in JetStream before the deadline.
 

@@ -19,15 +19,17 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import time
 import uuid
 from typing import Any, Literal
 
 from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
 
+from engine import publishing
 from engine.broker import OneManageBroker
 from engine.context import TaskContext, current_task
-from engine.errors import PublishError, is_transient
+from engine.errors import PublishError, StoreFullError, is_transient
 from engine.events.publisher import publish_event
 from engine.events.schemas import (
     BaseEvent,
@@ -39,6 +41,7 @@ from engine.events.schemas import (
 )
 from engine.identity import HOST, utc_now
 from engine.routing import CAUSATION_LABEL, CORRELATION_LABEL, QUEUED_AT_LABEL, is_event_task
+from engine.streams import RESULTS_BUCKET
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +65,7 @@ class LifecycleMiddleware(TaskiqMiddleware):
         self.processed = 0
         self.failed = 0
         self.publish_failures = 0
+        self._probes = 0  # store probes made (each heartbeat makes one)
         self.started_at = utc_now()
         self._started: dict[str, float] = {}
         self._heartbeat: asyncio.Task[None] | None = None
@@ -202,7 +206,9 @@ class LifecycleMiddleware(TaskiqMiddleware):
 
     # -- heartbeats ----------------------------------------------------------------
 
-    def heartbeat(self, state: Literal["running", "stopping"] = "running") -> WorkerHeartbeat:
+    def heartbeat(
+        self, state: Literal["running", "stopping"] = "running", store_error: str | None = None
+    ) -> WorkerHeartbeat:
         return WorkerHeartbeat(
             worker_id=self.onemanage.worker_id,
             host=HOST,
@@ -219,12 +225,37 @@ class LifecycleMiddleware(TaskiqMiddleware):
                 for name, c in self.onemanage.listener_counters.items()
             },
             lane_health=self.onemanage.lane_health,
+            store_error=store_error,
         )
+
+    async def _store_error(self) -> str | None:
+        """Can this worker still write? One tiny result, expiring with the others.
+
+        Read-only checks (``onemanage check``) cannot write to find out, so the
+        worker tries for them, once a beat. Each try is a new key: a full store
+        still takes a message that replaces another one on its subject.
+        """
+        token = re.sub(r"[^A-Za-z0-9_-]", "-", self.onemanage.worker_id)
+        self._probes += 1
+        try:
+            await publishing.publish(
+                self.onemanage.js,
+                f"$KV.{RESULTS_BUCKET}.probe-{token}-{self._probes}",
+                b"",
+                msg_id=uuid.uuid4().hex,
+                deadline=0,
+                timeout=self.onemanage.settings.publish_timeout,
+            )
+        except StoreFullError as exc:
+            return str(exc)
+        except Exception:  # not connected: the heartbeat cannot go either
+            return None
+        return None
 
     async def _beat(self) -> None:
         await self.onemanage.ready.wait()  # the first beat says: pulling now
         while True:
-            await self._emit(self.heartbeat())
+            await self._emit(self.heartbeat(store_error=await self._store_error()))
             await asyncio.sleep(self.onemanage.settings.heartbeat_interval)
 
     async def startup(self) -> None:

@@ -1,8 +1,8 @@
 """The read-only view of the system: stream and consumer figures, event history, workers.
 
-Nothing here acknowledges, deletes, purges or creates a durable: history is
-read through one kind of reader (EventReader: a nameless, ack-less, ephemeral
-pull consumer) and figures through stream and consumer info, so a monitoring
+Nothing here acknowledges, deletes, purges or creates anything: history is
+read through one kind of reader (EventReader: batched direct get, no
+consumer) and figures through stream and consumer info, so a monitoring
 user can be locked down to read-only rights. Every function takes the broker
 whose connection it uses.
 """
@@ -10,22 +10,30 @@ whose connection it uses.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import json
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
-from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
+from nats.js.api import ConsumerInfo
 from nats.js.errors import APIError, NotFoundError
 
 from engine import storage
 from engine.broker import OneManageBroker
+from engine.direct import (
+    NO_RESPONDERS,
+    PENDING,
+    SEQUENCE,
+    SUBJECT,
+    Answer,
+    DirectGet,
+    DirectGetUnavailable,
+)
+from engine.errors import PermissionDeniedError
 from engine.events.schemas import BaseEvent, WorkerHeartbeat, parse_event
 from engine.streams import EVENTS, EVENTS_SUBJECTS, TASKS
 
@@ -116,7 +124,7 @@ async def consumer_figures(broker: OneManageBroker) -> list[ConsumerFigures]:
             continue
         for consumer in consumers:
             if not consumer.config.durable_name:
-                continue  # an ephemeral reader (a console, a history read): nobody's backlog
+                continue  # an ephemeral reader (a nats CLI, an ordered consumer): nobody's backlog
             figures.append(
                 ConsumerFigures(
                     stream=stream,
@@ -146,12 +154,6 @@ def _last_active(consumer: ConsumerInfo) -> datetime | None:
     return max(times) if times else None
 
 
-def _from(start: datetime | int) -> ConsumerConfig:
-    if isinstance(start, int):
-        return ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start)
-    return ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=start)
-
-
 @dataclass(frozen=True)
 class Delivered:
     """One stored event as a reader sees it: where it is and how far behind the reader is."""
@@ -163,7 +165,9 @@ class Delivered:
 
 
 _HISTORY_ATTEMPTS = 5  # a history read raises after this many failures in a row
-_Outcome = str  # "more", "idle", "lost" (open a new consumer) or "done"
+_POLL = 0.1  # seconds a caught-up reader waits before it asks again
+_BATCH_BYTES = 4 * 1024**2  # a batch stops short of this (one message is always sent)
+_SETTLE_LIMIT = 10.0  # seconds a history read waits at most for lagging replicas
 
 
 class EventReader:
@@ -172,20 +176,25 @@ class EventReader:
     A history read (``history()``) returns everything stored up to the
     stream's last sequence at the moment of the call, however slow the
     server or the caller: idleness never ends it, only reaching that sequence
-    (or a reader that has nothing more to deliver) does. ``follow()`` is the
+    (or a server that has nothing more to deliver) does. ``follow()`` is the
     same reader going on live.
 
-    It reads through an ephemeral pull consumer made without a name (the
-    server refuses a durable on that API subject, so a read-only user can
-    have it), with no acks, so the durables' counters stay untouched. It asks
-    for ``batch`` messages at a time and asks again only when the caller has
-    taken them: the client never holds more than one batch. Messages come in
-    on a plain callback subscription (nats-py's fetch() costs a task and a
-    timer per message, which capped reading at ~20k/s). When a request comes
-    back empty the reader asks the server about its consumer: one that is
-    gone (a restarted server, or a caller stalled past its inactivity
-    threshold) or that sent more than arrived is replaced by a new one from
-    the next sequence, on a new inbox, so nothing is skipped or read twice.
+    It reads by batched direct get (engine.direct), not through a consumer:
+    nothing is made on the server, so nothing has to expire, a reader that
+    vanished leaves nothing behind, and a read-only user needs no right to
+    create consumers (which permissions cannot bound: such a user could make
+    one that never expires, or pull from a worker's durable). What it takes:
+    publish to ``$JS.API.DIRECT.GET.EVENTS``, subscribe to its inbox. It asks
+    for ``batch`` messages from the next sequence, and again only when the
+    caller has taken them: the client never holds more than one batch.
+    Answers come in on a plain callback subscription (nats-py's fetch()
+    costs a task and a timer per message). A caught-up reader asks again
+    every ``_POLL`` seconds; a request unanswered for ``idle`` + 2 seconds
+    (no connection) is asked again.
+
+    In a cluster any replica answers, one a little behind the leader too, so
+    a short answer ends a history read only from a single server, or once
+    the stream info showed every replica caught up before it was asked.
     """
 
     def __init__(
@@ -203,21 +212,12 @@ class EventReader:
         self.batch = batch
         self.idle = idle
         self.received = 0
-        self._until: int | None = None
-        self._done = False
-        self._pending: list[Delivered] = []
-        self._got = 0  # messages from the current consumer, delivered or not
-        self._left = 0  # messages still due on the current request
-        self._ended = asyncio.Event()
-        self._subscription: Subscription | None = None
-        self._inbox = ""
-        self._generation = 0  # one per consumer: messages for an older one are dropped
+        self._get: DirectGet | None = None
 
     @property
     def buffered(self) -> int:
         """Messages received and not taken yet: never more than one batch."""
-        waiting = self._subscription.pending_msgs if self._subscription is not None else 0
-        return waiting + len(self._pending)
+        return self._get.buffered if self._get is not None else 0
 
     async def history(self) -> AsyncIterator[Delivered]:
         """Every stored message from the start up to the stream's last sequence now."""
@@ -225,7 +225,14 @@ class EventReader:
             info = await self.broker.js.stream_info(EVENTS)
         except NotFoundError:
             return  # no EVENTS stream: nothing stored
-        async for batch in self._batches(until=info.state.last_seq):
+        if not info.state.messages:
+            return
+        if isinstance(self.position, int) and self.position > info.state.last_seq:
+            return
+        if not info.config.allow_direct:  # a worker of this version turns it on at start-up
+            raise DirectGetUnavailable(EVENTS, NO_RESPONDERS, "EVENTS does not allow direct get")
+        replicated = bool(info.cluster and info.cluster.replicas)
+        async for batch in self._batches(info.state.last_seq, replicated=replicated):
             for delivered in batch:
                 yield delivered
 
@@ -237,7 +244,7 @@ class EventReader:
         ``on_idle`` is told whenever a request found nothing new to read.
         Connection trouble is waited out, never raised.
         """
-        async for batch in self._batches(until=None, on_idle=on_idle):
+        async for batch in self._batches(None, on_idle=on_idle):
             yield batch
 
     async def run(
@@ -250,128 +257,96 @@ class EventReader:
             await asyncio.sleep(0)
 
     async def _batches(
-        self, until: int | None, on_idle: Callable[[], None] | None = None
+        self,
+        until: int | None,
+        on_idle: Callable[[], None] | None = None,
+        replicated: bool = False,
     ) -> AsyncIterator[list[Delivered]]:
-        self._until, self._done = until, False
+        """Batches up to sequence ``until`` (None: on and on), each asked for once taken."""
+        get = self._get = DirectGet(self.broker.nc, EVENTS)
         failures = 0
-        while not self._done:
-            try:
-                name, pending = await self._open()
-            except NotFoundError:  # no EVENTS stream yet: a worker creates it at start-up
-                if until is not None:
+        trusted = False  # every replica was caught up before the last request went out
+        short_since: float | None = None
+        try:
+            while True:
+                try:
+                    answer = await get.ask(self._request(), self.idle + 2)
+                except PermissionDeniedError:
+                    raise  # this user may not read EVENTS: waiting will not change that
+                except Exception as exc:  # no answer, no connection, no EVENTS (yet)
+                    failures += 1
+                    if until is not None and failures >= _HISTORY_ATTEMPTS:
+                        raise
+                    logger.debug("event reader: no batch (%s)", exc)
+                    await asyncio.sleep(min(0.5 * failures, 2.0))
+                    continue
+                failures = 0
+                batch, done = self._take(answer, until)
+                if batch:
+                    yield batch
+                if done:
                     return
-                await asyncio.sleep(1)
-                continue
-            except Exception as exc:  # not connected: nats-py is reconnecting
-                failures += 1
-                if until is not None and failures >= _HISTORY_ATTEMPTS:
-                    raise
-                logger.debug("event reader: cannot open a consumer (%s)", exc)
-                await asyncio.sleep(min(0.5 * failures, 5.0))
-                continue
-            failures = 0
-            try:
-                if until is not None and pending == 0:
-                    return  # nothing stored from the start on
-                while True:
-                    batch, outcome = await self._request(name)
-                    if batch:
-                        yield batch
-                    if outcome in ("done", "lost"):
-                        break
-                    if outcome == "idle" and on_idle is not None:
-                        on_idle()
-            finally:
-                await self._close()
+                if answer.pending > 0:
+                    continue  # more stored: ask again at once
+                if until is not None:
+                    if batch or short_since is None:
+                        short_since = time.monotonic()
+                    if not replicated or trusted:
+                        return  # the server that answered had everything up to ``until``
+                    if time.monotonic() - short_since > _SETTLE_LIMIT:
+                        logger.warning("event reader: replicas still behind, history ends here")
+                        return
+                    trusted = await self._caught_up(until)
+                elif not batch and on_idle is not None:
+                    on_idle()
+                await asyncio.sleep(_POLL)
+        finally:
+            self._get = None
+            await get.close()
 
-    async def _open(self) -> tuple[str, int]:
-        """A new inbox and a new consumer from ``position``: its name and pending count."""
-        nc = self.broker.nc
-        self._inbox = nc.new_inbox()
-        self._generation += 1
-        self._got = 0
-        on_msg = functools.partial(self._on_msg, self._generation)
-        self._subscription = await nc.subscribe(self._inbox, cb=on_msg)
-        config = _from(self.position)
-        config.ack_policy = AckPolicy.NONE
-        config.filter_subject = self.subject
-        config.inactive_threshold = 10.0  # the server drops it soon after we are gone
-        try:
-            info = await self.broker.js.add_consumer(EVENTS, config)
-        except BaseException:
-            await self._close()
-            raise
-        return str(info.name), int(info.num_pending or 0)
-
-    async def _close(self) -> None:
-        subscription, self._subscription = self._subscription, None
-        if subscription is not None:
-            with contextlib.suppress(Exception):
-                await subscription.unsubscribe()
-
-    async def _on_msg(self, generation: int, msg: Msg) -> None:
-        if generation != self._generation:
-            return  # a straggler for a consumer this reader has replaced
-        status = msg.headers.get("Status") if msg.headers else None
-        if status is not None:
-            if status != "100":  # 404 nothing left, 408 expired, 409 gone: this request ended
-                self._ended.set()
-            return
-        metadata = msg.metadata
-        seq = metadata.sequence.stream
-        self._got += 1
-        self._left -= 1
-        if self._done or (self._until is not None and seq > self._until):
-            self._done = True  # stored after the history read began: not part of it
+    def _request(self) -> dict[str, Any]:
+        request: dict[str, Any] = {
+            "batch": self.batch,
+            "max_bytes": _BATCH_BYTES,
+            "next_by_subj": self.subject,
+        }
+        if isinstance(self.position, datetime):
+            request["start_time"] = self.position.astimezone(UTC).isoformat()
         else:
-            self.position = seq + 1
-            self.received += 1
-            self._pending.append(Delivered(seq, metadata.num_pending, msg.subject, msg.data))
-            if self._until is not None and (seq >= self._until or metadata.num_pending == 0):
-                self._done = True
-        if self._left <= 0 or self._done:
-            self._ended.set()
+            request["seq"] = max(self.position, 1)
+        return request
 
-    def _take(self) -> list[Delivered]:
-        batch, self._pending = self._pending, []
-        return batch
-
-    async def _request(self, name: str) -> tuple[list[Delivered], _Outcome]:
-        """Ask consumer ``name`` for a batch and wait for it to end; what came, and what next."""
-        nc, js = self.broker.nc, self.broker.js
-        self._left = self.batch
-        self._ended.clear()
-        request = {"batch": self.batch, "expires": int(self.idle * 1e9)}
-        try:
-            await nc.publish(
-                f"$JS.API.CONSUMER.MSG.NEXT.{EVENTS}.{name}",
-                json.dumps(request).encode(),
-                reply=self._inbox,
-            )
-            async with asyncio.timeout(self.idle + 2):
-                await self._ended.wait()
-        except Exception:  # not connected, or no answer at all: ask the server below
-            pass
-        batch = self._take()
-        if self._done:
-            return batch, "done"
+    def _take(self, answer: Answer, until: int | None) -> tuple[list[Delivered], bool]:
+        """The answer's messages up to ``until``, and whether the history read is complete."""
+        batch = []
+        done = False
+        for msg in answer.messages:
+            headers = msg.headers or {}
+            seq = int(headers[SEQUENCE])
+            if until is not None and seq > until:
+                done = True  # stored after the history read began: not part of it
+                break
+            batch.append(Delivered(seq, int(headers[PENDING]), headers[SUBJECT], msg.data))
         if batch:
-            return batch, "more"
+            self.position = batch[-1].seq + 1
+            self.received += len(batch)
+            done = done or (until is not None and batch[-1].seq >= until)
+        return batch, done
+
+    async def _caught_up(self, until: int) -> bool:
+        """Whether any replica's answer from now on is the whole truth up to ``until``.
+
+        True when every replica still up has the leader's log (it applies it
+        within the poll wait), or when nothing up to ``until`` is left to read.
+        """
         try:
-            info = await js.consumer_info(EVENTS, name)
+            info = await self.broker.js.stream_info(EVENTS)
         except Exception:
-            return self._take(), "lost"
-        batch = self._take()  # what came in while we asked
-        if self._done:
-            return batch, "done"
-        delivered = info.delivered.consumer_seq if info.delivered else 0
-        if delivered is not None and delivered > self._got:
-            return batch, "lost"  # sent and not here: read it again through a new consumer
-        if batch:
-            return batch, "more"
-        if self._until is not None and not info.num_pending:
-            return batch, "done"
-        return batch, "idle"
+            return False
+        if info.state.first_seq > until:
+            return True  # expired or purged since the read began
+        peers = info.cluster.replicas if info.cluster is not None else None
+        return all(peer.offline or (peer.current and not peer.lag) for peer in peers or [])
 
 
 async def read_history(
@@ -388,7 +363,7 @@ async def recent_events(
     """The parsed events of the last ``since`` (unreadable ones left out)."""
     events = []
     async for delivered in read_history(broker, datetime.now(UTC) - since, subject):
-        event = parse_event(delivered.data)
+        event = parse_event(delivered.data, delivered.subject)
         if isinstance(event, BaseEvent):
             events.append(event)
     return events
@@ -433,7 +408,7 @@ async def follow(
     """
     async for batch in EventReader(broker, since, subject).follow():
         for delivered in batch:
-            event = parse_event(delivered.data)
+            event = parse_event(delivered.data, delivered.subject)
             if isinstance(event, BaseEvent):
                 yield event
 

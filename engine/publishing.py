@@ -6,9 +6,10 @@ Every failure that means "not stored yet" is retried with the same
 no-op), no responders or no stream response (a stream leader is being elected,
 a node is recovering), a 503 during recovery, a full outbound buffer while
 reconnecting. What cannot get better by waiting (a message over the size cap,
-a full store, a closed connection) fails at once. Either way the caller gets
-one error type, PublishError, which says whether the message may have been
-stored after all (``outcome`` "unknown") or certainly was not ("not_stored").
+a full store, a write-once subject already written, a closed connection)
+fails at once. Either way the caller gets one error type, PublishError, which
+says whether the message may have been stored after all (``outcome``
+"unknown") or certainly was not ("not_stored").
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ logger = logging.getLogger(__name__)
 # JetStream's "insufficient resources" (a full store or account limit): waiting does not help.
 INSUFFICIENT_RESOURCES = 10023
 MESSAGE_TOO_LARGE = 10054  # over the stream's max_msg_size
+# "maximum messages per subject exceeded": a write-once subject (discard new per subject)
+# already holds its message. A 503 like an election, but it stays true.
+SUBJECT_TAKEN = 10077
 BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 1.0
 
@@ -51,10 +55,16 @@ _KNOWN = (nats.errors.Error, nats.js.errors.Error, NotConnectedError, TimeoutErr
 def _retryable(exc: BaseException) -> bool:
     if isinstance(exc, _MAYBE_STORED + _NOT_STORED):
         return True
-    return (
-        isinstance(exc, nats.js.errors.ServiceUnavailableError)
-        and exc.err_code != INSUFFICIENT_RESOURCES
+    return isinstance(exc, nats.js.errors.ServiceUnavailableError) and exc.err_code not in (
+        INSUFFICIENT_RESOURCES,
+        SUBJECT_TAKEN,
     )
+
+
+def subject_taken(exc: BaseException) -> bool:
+    """Was this publish refused because its write-once subject holds a message already?"""
+    cause = exc.__cause__ if isinstance(exc, PublishError) else exc
+    return isinstance(cause, nats.js.errors.APIError) and cause.err_code == SUBJECT_TAKEN
 
 
 async def publish(
@@ -100,6 +110,13 @@ def _failure(
         return PublishError(
             f"cannot publish to {subject}: the message is {size} bytes, more than the stream "
             f"stores in one message (max_msg_size); it was not stored",
+            subject=subject,
+            msg_id=msg_id,
+        )
+    if subject_taken(exc):
+        return PublishError(
+            f"cannot publish to {subject}: it holds its one message already and the stream "
+            f"refuses to replace it (write-once); it was not stored",
             subject=subject,
             msg_id=msg_id,
         )

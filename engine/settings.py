@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -31,8 +31,13 @@ class Settings(BaseSettings):
         env_prefix="ONEMANAGE_", env_nested_delimiter="__", extra="ignore", frozen=True
     )
 
-    # Connection. No URL means the embedded server in data_dir.
+    # Connection. No URL means the embedded server in data_dir, with its generated
+    # credentials for ``role``. A configured server takes the role's file from
+    # credentials_dir (as `onemanage server config` writes it), or the explicit
+    # user/password, token, creds or nkey below.
     nats_url: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    role: Literal["worker", "operator", "viewer"] = "worker"
+    credentials_dir: Path | None = None
     nats_user: str | None = None
     nats_password: SecretStr | None = None
     nats_token: SecretStr | None = None

@@ -1,36 +1,43 @@
-"""PSD inputs and artefacts in NATS Object Store buckets, on the broker's connection.
+"""PSD inputs and artefacts as chunked blobs (engine.blobs) on the broker's connection.
 
 Inputs are content-addressed (``sha256-<hex>``), so the same file submitted
-twice is stored once; artefacts live under ``<workflow_id>/``. Both buckets
-expire their objects after their TTL, so the store does not grow forever.
+twice is stored once; artefacts live under ``<workflow_id>/``. Both streams
+expire their messages after their TTL, so the store does not grow forever.
 
-An address is only worth what is checked: a read of an input verifies its
-bytes against the key (the store's own digest only says the object is what
-its last writer put), and an upload reuses a stored input only if the
-store's digest is that of the bytes being uploaded. Different bytes under
-the key (forged, or corrupt) are an IntegrityError, code ``integrity``.
+INPUTS' subjects are write-once: the server refuses to replace a stored input,
+even for a user allowed to upload. What one can still do is store a forgery
+first, under an address whose file is not yet stored, so an address is only
+worth what is checked. An upload reuses a stored input only if its meta's
+digest is that of the bytes being uploaded; a worker's read verifies the bytes
+against the address and removes a forgery, so a genuine upload can then store
+the file. A mismatch is an IntegrityError, code ``integrity``. Artefacts are
+latest-wins: a rerun of a step writes them again.
+
+Reads hold no state on the server: a read-only user reads artefacts by direct
+get, without creating a consumer; a worker reads an input's meta from the
+stream leader, then its chunks by direct get.
 """
 
 from __future__ import annotations
 
-import base64
+import contextlib
 import hashlib
-import io
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Iterator
 from typing import Any
 
-from nats.js.errors import DigestMismatchError, NotFoundError, ObjectNotFoundError
-from nats.js.object_store import ObjectStore
+import nats.errors
 
+from engine import blobs
+from engine.blobs import BlobStore
 from engine.broker import OneManageBroker
 from engine.errors import OneManageError
-from engine.streams import ARTEFACTS_BUCKET, INPUTS_BUCKET
+from engine.streams import ARTEFACTS, ARTEFACTS_PREFIX, INPUTS, INPUTS_PREFIX
 
 logger = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], None]  # (bytes sent, total bytes)
+Progress = blobs.Progress  # (bytes sent, total bytes)
 
 
 class StorageError(OneManageError):
@@ -52,83 +59,130 @@ def input_key(data: bytes) -> str:
     return f"sha256-{hashlib.sha256(data).hexdigest()}"
 
 
-def _store_digest(data: bytes) -> str:
-    """The object store's digest of ``data`` (its ``ObjectInfo.digest`` format)."""
-    return "SHA-256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).decode()
-
-
 def artefact_key(workflow_id: str, name: str) -> str:
     return f"{workflow_id}/{name}"
 
 
-class _ProgressReader(io.RawIOBase):
-    """Reads ``data`` in the object store's chunks, telling ``progress`` as it goes."""
-
-    def __init__(self, data: bytes, progress: Progress) -> None:
-        self._view = memoryview(data)
-        self._offset = 0
-        self._progress = progress
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        size = min(len(buffer), len(self._view) - self._offset)
-        buffer[:size] = self._view[self._offset : self._offset + size]
-        self._offset += size
-        self._progress(self._offset, len(self._view))
-        return size
+def _store(broker: OneManageBroker, stream: str, prefix: str) -> BlobStore:
+    settings = broker.settings
+    return BlobStore(
+        broker.nc,
+        broker.js,
+        stream,
+        prefix,
+        publish_deadline=settings.publish_deadline,
+        publish_timeout=settings.publish_timeout,
+    )
 
 
-async def _store(broker: OneManageBroker, bucket: str) -> ObjectStore:
+def _inputs(broker: OneManageBroker) -> BlobStore:
+    return _store(broker, INPUTS, INPUTS_PREFIX)
+
+
+def _artefacts(broker: OneManageBroker) -> BlobStore:
+    return _store(broker, ARTEFACTS, ARTEFACTS_PREFIX)
+
+
+@contextlib.contextmanager
+def _storage_errors(key: str, stream: str) -> Iterator[None]:
+    """The blob store's errors as StorageError, in words about objects."""
     try:
-        return await broker.object_store(bucket)
-    except NotFoundError as exc:
+        yield
+    except blobs.BlobMissing as exc:
+        raise StorageError(f"no object {key} in {stream} (expired or never stored)") from exc
+    except blobs.BlobStreamMissing as exc:
         raise StorageError(
-            f"bucket {bucket} does not exist yet: start a worker once to create it"
+            f"stream {stream} does not exist yet: start a worker once to create it"
         ) from exc
+    except blobs.BlobError as exc:
+        raise StorageError(f"object {key} in {stream}: {exc}") from exc
+
+
+def _other_bytes(key: str) -> IntegrityError:
+    return IntegrityError(
+        f"input {key} is stored with other bytes than its address names, and a stored input "
+        "cannot be replaced; it is removed when a worker reads it, or when it expires: "
+        "submit the file again later"
+    )
 
 
 async def put_input(broker: OneManageBroker, data: bytes, progress: Progress | None = None) -> str:
     """Store an input once; returns its content address.
 
-    A stored object is reused only when the store's digest is that of ``data``:
-    same key and size with other bytes (landed main reused forged bytes) is
-    replaced by the genuine upload.
+    A stored input is reused only when its meta's digest is that of ``data``.
+    Other bytes under the key cannot be replaced (write-once): IntegrityError.
     """
     key = input_key(data)
-    store = await _store(broker, INPUTS_BUCKET)
-    try:
-        info = await store.get_info(key)
-        if info.size == len(data) and (info.digest or "").upper() == _store_digest(data).upper():
-            if progress:
-                progress(len(data), len(data))
-            return key
-        logger.warning("input %s in the store is not its content: uploading it again", key)
-    except ObjectNotFoundError:
-        pass
-    payload: bytes | io.RawIOBase = _ProgressReader(data, progress) if progress else data
-    await store.put(key, payload)  # type: ignore[arg-type]
+    store = _inputs(broker)
+    with _storage_errors(key, INPUTS):
+        if not _reusable(key, data, await _described(store, key, settle=False)):
+            try:
+                await blobs.put(store, key, data, progress)
+                return key
+            except blobs.BlobTaken:
+                # Stored meanwhile (the same file submitted twice at once): reuse it if it is.
+                if not _reusable(key, data, await _described(store, key, settle=True)):
+                    raise StorageError(
+                        f"input {key} was stored meanwhile, but its meta cannot be read yet: "
+                        "submit the file again"
+                    ) from None
+    if progress:
+        progress(len(data), len(data))
     return key
 
 
-async def get_input(broker: OneManageBroker, key: str) -> bytes:
-    """The input's bytes, verified against its address."""
+async def _described(store: BlobStore, key: str, settle: bool) -> blobs.BlobInfo | None:
     try:
-        data = await _get(broker, INPUTS_BUCKET, key)
-    except DigestMismatchError as exc:
-        raise IntegrityError(f"input {key} is damaged: its chunks do not match its digest") from exc
-    if input_key(data) != key:
-        raise IntegrityError(
-            f"input {key} holds other bytes ({input_key(data)[:19]}...): it was overwritten "
-            "or damaged; submit the file again"
-        )
-    return data
+        return await (blobs.settled_info(store, key) if settle else blobs.info(store, key))
+    except blobs.BlobDamaged as exc:
+        raise _other_bytes(key) from exc
+
+
+def _reusable(key: str, data: bytes, info: blobs.BlobInfo | None) -> bool:
+    """Does ``info`` describe ``data``? False when nothing is stored; raises for other bytes."""
+    if info is None:
+        return False
+    if info.size != len(data) or f"sha256-{info.sha256}" != key:
+        raise _other_bytes(key)
+    return True
+
+
+async def get_input(broker: OneManageBroker, key: str) -> bytes:
+    """The input's bytes, verified against its address; a forgery is removed.
+
+    Only workers read inputs (and may purge them): removing what fails the
+    check lets a genuine upload of the file store it again. The meta comes
+    from the stream leader, so an input submitted a moment ago is found even
+    when a replica that has not caught up would answer a direct get.
+    """
+    store = _inputs(broker)
+    with _storage_errors(key, INPUTS):
+        try:
+            blob = await blobs.get(store, key, from_leader=True)  # just stored: there
+            if f"sha256-{blob.info.sha256}" != key:  # the chunks match the meta, not the key
+                raise blobs.BlobDamaged(f"{key}: its bytes are sha256-{blob.info.sha256[:12]}...")
+        except blobs.BlobDamaged as exc:
+            logger.warning("input %s is not its content (%s): removing it", key, exc)
+            await _remove(store, key)
+            raise IntegrityError(
+                f"input {key} holds other bytes than its address names ({exc}); it was "
+                "removed: submit the file again"
+            ) from exc
+    return blob.data
+
+
+async def _remove(store: BlobStore, key: str) -> None:
+    """Purge a forged input; failing that, it expires, and the integrity error still stands."""
+    try:
+        await blobs.remove(store, key)
+    except (nats.errors.Error, OneManageError, TimeoutError) as exc:
+        logger.warning("could not remove input %s: %s: %s", key, type(exc).__name__, exc)
 
 
 async def put_artefact(broker: OneManageBroker, workflow_id: str, name: str, data: bytes) -> str:
     key = artefact_key(workflow_id, name)
-    await (await _store(broker, ARTEFACTS_BUCKET)).put(key, data)
+    with _storage_errors(key, ARTEFACTS):
+        await blobs.put(_artefacts(broker), key, data)
     return key
 
 
@@ -137,13 +191,8 @@ async def put_json(broker: OneManageBroker, workflow_id: str, name: str, value: 
 
 
 async def get_artefact(broker: OneManageBroker, key: str) -> bytes:
-    return await _get(broker, ARTEFACTS_BUCKET, key)
-
-
-async def _get(broker: OneManageBroker, bucket: str, key: str) -> bytes:
-    store = await _store(broker, bucket)
-    try:
-        result = await store.get(key)
-    except ObjectNotFoundError as exc:
-        raise StorageError(f"no object {key} in {bucket} (expired or never stored)") from exc
-    return bytes(result.data or b"")
+    with _storage_errors(key, ARTEFACTS):
+        try:
+            return (await blobs.get(_artefacts(broker), key)).data
+        except blobs.BlobDamaged as exc:
+            raise IntegrityError(f"artefact {key} is damaged ({exc})") from exc

@@ -2,8 +2,10 @@
 
 TASKS is a work queue: a command is removed once a worker acknowledges it.
 EVENTS keeps the system's history for ``events_max_age`` so listeners and the
-console can replay it. Both are derived from the settings so every process
-started with the same environment asks for the same configuration.
+console can replay it. INPUTS and ARTEFACTS hold chunked blobs (engine.blobs):
+INPUTS' subjects are write-once, so the server itself refuses to replace an
+input. All are derived from the settings so every process started with the
+same environment asks for the same configuration.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from nats.js import JetStreamContext
 from nats.js.api import (
     DiscardPolicy,
     KeyValueConfig,
-    ObjectStoreConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
@@ -41,8 +42,13 @@ EVENTS_SUBJECTS = "events.>"
 RESULTS_BUCKET = "onemanage_results"
 STATS_BUCKET = "onemanage_task_stats"
 MARKS_BUCKET = "onemanage_listener_marks"
-INPUTS_BUCKET = "onemanage_inputs"
-ARTEFACTS_BUCKET = "onemanage_artefacts"
+# Chunked blobs (engine.blobs): PSD inputs by content address, workflow artefacts.
+INPUTS = "INPUTS"
+ARTEFACTS = "ARTEFACTS"
+INPUTS_PREFIX = "inputs"
+ARTEFACTS_PREFIX = "artefacts"
+BLOB_CHUNK_SIZE = 128 * 1024  # like nats-py's object store
+BLOB_MAX_MSG_SIZE = BLOB_CHUNK_SIZE + 8 * 1024  # a chunk and its headers
 
 # Fields a server refuses to change on an existing stream.
 IMMUTABLE_FIELDS = ("retention", "storage")
@@ -56,6 +62,10 @@ MUTABLE_FIELDS = (
     "duplicate_window",
     "discard",
     "max_msg_size",
+    "allow_direct",
+    # INPUTS' write-once subjects and ARTEFACTS' latest-wins: the server enforces them.
+    "max_msgs_per_subject",
+    "discard_new_per_subject",
 )
 
 
@@ -107,7 +117,8 @@ def tasks_stream(settings: Settings) -> StreamConfig:
 
 
 def events_stream(settings: Settings) -> StreamConfig:
-    return _stream(
+    """Direct get allowed: readers (the console, ``status``) read it without a consumer."""
+    spec = _stream(
         settings,
         EVENTS,
         "OneManage events: the system's history, one durable per listener",
@@ -117,6 +128,53 @@ def events_stream(settings: Settings) -> StreamConfig:
         settings.events_max_bytes,
         events_message_cap(settings),
     )
+    return replace(spec, allow_direct=True)
+
+
+def inputs_stream(settings: Settings) -> StreamConfig:
+    """Write-once subjects: a second publish to a stored subject is refused by the server.
+
+    The refusal is error 10077 "maximum messages per subject exceeded" (a 503),
+    so no user, not even one allowed to upload, can replace an input's chunks
+    or its description. Deletes and purges stay allowed: a worker removes a
+    forged input it finds at read.
+    """
+    spec = _blob_stream(
+        settings,
+        INPUTS,
+        INPUTS_PREFIX,
+        "OneManage PSD inputs: chunked, write-once, by content",
+        settings.inputs_ttl,
+    )
+    return replace(spec, discard=DiscardPolicy.NEW, discard_new_per_subject=True)
+
+
+def artefacts_stream(settings: Settings) -> StreamConfig:
+    """Latest wins per subject: a rerun of a step writes its artefacts again."""
+    return _blob_stream(
+        settings,
+        ARTEFACTS,
+        ARTEFACTS_PREFIX,
+        "OneManage workflow artefacts: chunked, latest wins",
+        settings.artefacts_ttl,
+    )
+
+
+def _blob_stream(
+    settings: Settings, name: str, prefix: str, description: str, ttl: float
+) -> StreamConfig:
+    """Chunks and descriptions of blobs, one message per subject, read by direct get."""
+    spec = _stream(
+        settings,
+        name,
+        description,
+        [f"{prefix}.>"],
+        RetentionPolicy.LIMITS,
+        ttl,
+        -1,
+        BLOB_MAX_MSG_SIZE,
+    )
+    return replace(spec, max_msgs_per_subject=1, allow_direct=True)
 
 
 def events_message_cap(settings: Settings) -> int:
@@ -135,7 +193,7 @@ def _normal(field: str, value: Any) -> Any:
     """Compare like the server: an unset age is 0, an unset size is -1."""
     if field == "max_age":
         return float(value or 0)
-    if field in ("max_bytes", "max_msgs", "max_msg_size"):
+    if field in ("max_bytes", "max_msgs", "max_msg_size", "max_msgs_per_subject"):
         return -1 if value is None else value
     if field == "num_replicas":
         return value or 1
@@ -143,6 +201,8 @@ def _normal(field: str, value: Any) -> Any:
         return sorted(value or [])
     if field == "duplicate_window":
         return float(value or 0)
+    if field in ("allow_direct", "discard_new_per_subject"):
+        return bool(value)
     return value
 
 
@@ -174,11 +234,16 @@ async def ensure_stream(js: JetStreamContext, want: StreamConfig) -> StreamInfo:
     return await js.update_stream(updated)
 
 
-async def ensure_bucket(js: JetStreamContext, bucket: str, settings: Settings, ttl: float) -> None:
+async def ensure_bucket(
+    js: JetStreamContext, bucket: str, settings: Settings, ttl: float, direct: bool = False
+) -> None:
     """Create the KV bucket ``bucket`` (entries expire after ``ttl`` s), or bring it to the spec.
 
     Without ``replicas`` nats-py makes an R1 bucket even when every stream is
     R3: the node holding it would be a single point of loss (PLATFORM-NOTES).
+    ``direct`` lets readers read it by direct get, without a consumer (nats-py
+    leaves it off); any replica answers those, so a bucket updated by
+    compare-and-set keeps it off unless its writers read from the leader.
     """
     stream = f"KV_{bucket}"
     age = ttl if ttl > 0 else None
@@ -192,38 +257,25 @@ async def ensure_bucket(js: JetStreamContext, bucket: str, settings: Settings, t
                 ttl=age,
                 storage=StorageType.FILE,
                 replicas=settings.replicas,
+                direct=direct,
             )
         )
         return
-    await ensure_stream(js, replace(info.config, max_age=age, num_replicas=settings.replicas))
-
-
-async def ensure_object_store(
-    js: JetStreamContext, bucket: str, settings: Settings, ttl: float
-) -> None:
-    """Create the object store ``bucket``, or bring its TTL back to ``ttl`` seconds."""
-    try:
-        info = await js.stream_info(f"OBJ_{bucket}")
-    except NotFoundError:
-        config = ObjectStoreConfig(
-            bucket=bucket, ttl=ttl or None, storage=StorageType.FILE, replicas=settings.replicas
-        )
-        await js.create_object_store(bucket, config=config)
-        return
     await ensure_stream(
-        js, replace(info.config, max_age=ttl or None, num_replicas=settings.replicas)
+        js,
+        replace(info.config, max_age=age, num_replicas=settings.replicas, allow_direct=direct),
     )
 
 
 async def ensure_streams(js: JetStreamContext, settings: Settings) -> dict[str, StreamInfo]:
-    """Everything a worker needs on the server: both streams, KV buckets, object stores."""
+    """Everything a worker needs on the server: the streams and the KV buckets."""
     infos = {
         TASKS: await ensure_stream(js, tasks_stream(settings)),
         EVENTS: await ensure_stream(js, events_stream(settings)),
+        INPUTS: await ensure_stream(js, inputs_stream(settings)),
+        ARTEFACTS: await ensure_stream(js, artefacts_stream(settings)),
     }
     await ensure_bucket(js, RESULTS_BUCKET, settings, settings.results_ttl)
-    await ensure_bucket(js, STATS_BUCKET, settings, 0)
+    await ensure_bucket(js, STATS_BUCKET, settings, 0, direct=True)  # read by viewers
     await ensure_bucket(js, MARKS_BUCKET, settings, settings.marks_ttl)
-    await ensure_object_store(js, INPUTS_BUCKET, settings, settings.inputs_ttl)
-    await ensure_object_store(js, ARTEFACTS_BUCKET, settings, settings.artefacts_ttl)
     return infos

@@ -20,7 +20,7 @@ from taskiq.kicker import AsyncKicker
 
 from engine import monitor, storage
 from engine.broker import OneManageBroker
-from engine.errors import OneManageError, PublishError
+from engine.errors import OneManageError, PermissionDeniedError, PublishError
 from engine.events.publisher import publish_event
 from engine.events.schemas import (
     BaseEvent,
@@ -107,7 +107,7 @@ async def submit_psd(
         )
     except SendTaskError as exc:
         # taskiq's wrapper has no text: the PublishError says whether the workflow may run.
-        if isinstance(exc.__cause__, PublishError):
+        if isinstance(exc.__cause__, PublishError | PermissionDeniedError):
             raise exc.__cause__ from exc
         raise
     return Submission(workflow_id, filename, key, len(data), submitted_at)

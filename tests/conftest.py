@@ -20,6 +20,7 @@ import psutil
 import pytest
 
 from engine import embedded
+from tests.support.servers import admin_config, as_admin, violations
 
 if TYPE_CHECKING:  # imported for real inside the fixtures: the environment is set first
     from engine.broker import OneManageBroker
@@ -46,8 +47,13 @@ class NatsServer:
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
-        self.server = embedded.start(data_dir, detach=False)
+        self.config, self.admin_password = admin_config(data_dir)
+        self.server = embedded.start(data_dir, detach=False, config=self.config)
         self.port = self.server.port
+
+    def violations(self) -> list[str]:
+        """What the server refused a connection (the worker role's must be none)."""
+        return violations(self.data_dir)
 
     @property
     def url(self) -> str:
@@ -57,7 +63,9 @@ class NatsServer:
         self.server.kill()
 
     def restart(self) -> None:
-        self.server = embedded.start(self.data_dir, port=self.port, detach=False)
+        self.server = embedded.start(
+            self.data_dir, port=self.port, detach=False, config=self.config
+        )
 
     def stop(self) -> None:
         self.server.stop()
@@ -66,9 +74,14 @@ class NatsServer:
 @pytest.fixture(scope="session")
 def nats_server() -> Iterator[NatsServer]:
     server = NatsServer(_SESSION_DIR / "server")
+    # An authenticated server, like every embedded one: the tests connect with its
+    # generated credentials, this process and its workers as the worker role.
     os.environ["ONEMANAGE_NATS_URL"] = server.url
+    os.environ["ONEMANAGE_CREDENTIALS_DIR"] = str(embedded.credentials_dir(server.data_dir))
     yield server
     server.stop()
+    refused = server.violations()
+    assert not refused, "the session server refused these:\n" + "\n".join(refused[:20])
 
 
 @pytest.fixture(scope="session")
@@ -84,6 +97,9 @@ async def client(nats_server: NatsServer, data_dir: Path) -> AsyncIterator[objec
     import tests.support.tasks  # noqa: F401  (the test tasks, to kick them)
     from engine.app import broker
 
+    # The tests' own user (tests.support.servers), for this process only: its environment
+    # stays the worker role's, for the processes it starts.
+    broker._settings = as_admin(broker.settings, nats_server.admin_password)
     await broker.startup()
     await broker.ensure_streams()
     yield broker

@@ -34,6 +34,8 @@ class Workers(Static):
                 state = Text("stopped", style="dim")
             elif view.lost(now):
                 state = Text("LOST", style="bold red")
+            elif beat.store_error:  # alive, but every write is refused
+                state = Text("CANNOT STORE", style="bold red")
             elif beat.degraded_lanes:  # alive, but a lane is not pulling
                 state = Text(f"DEGRADED {', '.join(beat.degraded_lanes)}", style="bold yellow")
             else:

@@ -1,14 +1,18 @@
 """The audit log: every event, whole, as one JSON line in <data_dir>/audit/events.jsonl.
 
 One line per event id: the audit-log listener's redeliveries of an event it
-already appended are skipped by event_listener (engine.events.marks).
+already appended are skipped by event_listener (engine.events.marks). The
+history of the system is nobody else's to read: the directory is 0700 and the
+file 0600, whatever the umask.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import IO
 
+from engine.credentials import PRIVATE_FILE, private_dir
 from engine.events.schemas import BaseEvent
 from engine.settings import Settings
 
@@ -26,7 +30,9 @@ class AuditLog:
     def append(self, settings: Settings, event: BaseEvent) -> None:
         if self._file is None or self._file.closed:
             path = audit_path(settings)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 (kept open)
+            private_dir(path.parent)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE)
+            os.fchmod(fd, PRIVATE_FILE)  # one made before this rule
+            self._file = os.fdopen(fd, "a", encoding="utf-8")
         self._file.write(event.model_dump_json() + "\n")
         self._file.flush()

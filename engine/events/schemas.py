@@ -173,10 +173,15 @@ class LaneHealth(BaseModel):
 
 
 class WorkerHeartbeat(BaseEvent):
-    """A worker process is alive; ``lane_health`` (1.1) says whether each lane pulls."""
+    """A worker process is alive; ``lane_health`` (1.1) says whether each lane pulls.
+
+    ``store_error`` (1.2) is why its last write to the store was refused (a full
+    store refuses every write but tells only the writer, while EVENTS, which
+    discards old messages, may still take the heartbeat that says so).
+    """
 
     event_type: Literal["worker.heartbeat"] = "worker.heartbeat"
-    event_version: str = "1.1"
+    event_version: str = "1.2"
     worker_id: str
     host: str
     pid: int
@@ -189,6 +194,7 @@ class WorkerHeartbeat(BaseEvent):
     lanes: list[str] = Field(default_factory=list)
     listeners: dict[str, ListenerCounters] = Field(default_factory=dict)
     lane_health: dict[str, LaneHealth] = Field(default_factory=dict)
+    store_error: str | None = None
 
     @property
     def degraded_lanes(self) -> list[str]:
@@ -244,6 +250,7 @@ UnparsedReason = Literal[
     "unknown_type",
     "incompatible_version",
     "invalid",
+    "wrong_subject",
 ]
 
 
@@ -283,11 +290,14 @@ def too_deep(value: object, limit: int = MAX_EVENT_DEPTH) -> bool:
     return True
 
 
-def parse_event(raw: object) -> BaseEvent | UnparsedEvent:
+def parse_event(raw: object, subject: str | None = None) -> BaseEvent | UnparsedEvent:
     """Turn bytes, text or a decoded dict into its event class; never raises.
 
     Nesting is bounded: json.loads raises RecursionError (not ValueError) near
     1,000 levels, and a deep value would make every reader after it pay.
+    Given the ``subject`` it was stored on, an event must be on its own
+    (``events.<event_type>``): the server's permissions decide who may publish
+    on which subject, so a body claiming another type is refused, not believed.
     """
     data = raw
     if isinstance(raw, bytes | bytearray | str):
@@ -308,6 +318,15 @@ def parse_event(raw: object) -> BaseEvent | UnparsedEvent:
     event_id = data.get("event_id") if isinstance(data.get("event_id"), str) else None
     if not isinstance(event_type, str):
         return UnparsedEvent("missing_type", "no event_type", None, None, event_id, _excerpt(raw))
+    if subject is not None and subject != f"events.{event_type}":
+        return UnparsedEvent(
+            "wrong_subject",
+            f"a {event_type} event stored on {subject}",
+            event_type,
+            str(version),
+            event_id,
+            _excerpt(raw),
+        )
     cls = EVENT_TYPES.get(event_type)
     if cls is None:
         return UnparsedEvent(

@@ -11,10 +11,11 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
+from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
 from pydantic import BaseModel
 
 from engine.broker import OneManageBroker
+from engine.direct import KV_OPERATION, TOO_MANY_RESULTS, DirectGetError, direct_all, subject
 from engine.errors import TransientError
 from engine.events.schemas import (
     TaskDeadLettered,
@@ -67,19 +68,47 @@ def stats_key(task_name: str) -> str:
     return _KEY_UNSAFE.sub("_", task_name) or "_"
 
 
-async def read_task_stats(broker: OneManageBroker) -> list[TaskTypeStats]:
-    """Every task type's statistics, by name."""
-    kv = await broker.key_value(STATS_BUCKET)
+async def read_task_stats(broker: OneManageBroker, timeout: float = 5.0) -> list[TaskTypeStats]:
+    """Every task type's statistics, by key: each key's latest value, read by direct get.
+
+    One multi_last request reads them all and makes nothing on the server
+    (kv.keys() and kv.get() make an ordered consumer), so a read-only user
+    can. A key removed (its latest message a delete or purge marker) is left out.
+    """
+    stream, keys = f"KV_{STATS_BUCKET}", f"$KV.{STATS_BUCKET}.>"
     try:
-        keys = await kv.keys()
-    except NoKeysError:
-        return []
-    stats = []
-    for key in sorted(keys):
-        entry = await kv.get(key)
-        if entry.value:
-            stats.append(TaskTypeStats.model_validate_json(entry.value))
-    return stats
+        latest = await direct_all(broker.nc, stream, {"multi_last": [keys]}, timeout)
+    except DirectGetError as exc:
+        if exc.status != TOO_MANY_RESULTS:
+            raise
+        # More keys than one multi_last answers for: read the whole bucket (one value a key).
+        every = await direct_all(broker.nc, stream, {"seq": 1, "next_by_subj": keys}, timeout)
+        latest = list({subject(msg): msg for msg in every}.values())
+    stats = [
+        (subject(msg), TaskTypeStats.model_validate_json(msg.data))
+        for msg in latest
+        if msg.data and not _removed(msg.headers)
+    ]
+    return [entry for _, entry in sorted(stats, key=lambda pair: pair[0])]
+
+
+def _removed(headers: dict[str, str] | None) -> bool:
+    return (headers or {}).get(KV_OPERATION) in ("DEL", "PURGE")
+
+
+async def _stored(broker: OneManageBroker, key: str) -> tuple[TaskTypeStats | None, int]:
+    """A key's statistics and revision, from the stream leader (0: never stored).
+
+    The bucket allows direct get for the readers, and any replica answers
+    that, one a little behind too: a compare-and-set wants the leader's revision.
+    """
+    try:
+        msg = await broker.js.get_last_msg(f"KV_{STATS_BUCKET}", f"$KV.{STATS_BUCKET}.{key}")
+    except NotFoundError:
+        return None, 0
+    if not msg.data or _removed(msg.headers):
+        return None, msg.seq or 0
+    return TaskTypeStats.model_validate_json(msg.data), msg.seq or 0
 
 
 async def fold_task_event(broker: OneManageBroker, event: TaskEvent, attempts: int = 20) -> None:
@@ -87,12 +116,8 @@ async def fold_task_event(broker: OneManageBroker, event: TaskEvent, attempts: i
     kv = await broker.key_value(STATS_BUCKET)
     key = stats_key(event.task_name)
     for _ in range(attempts):
-        try:
-            entry = await kv.get(key)
-            stats = TaskTypeStats.model_validate_json(entry.value or b"{}")
-            revision = entry.revision or 0
-        except KeyNotFoundError:
-            stats, revision = TaskTypeStats(task_name=event.task_name), 0
+        stored, revision = await _stored(broker, key)
+        stats = stored or TaskTypeStats(task_name=event.task_name)
         stats.apply(event)
         try:
             await kv.update(key, stats.model_dump_json().encode(), last=revision)

@@ -201,6 +201,7 @@ async def test_console_absorbs_50k_events_while_keys_work(
             for number, batch in enumerate(batches):
                 await publish(client, batch, published)
                 if number == 5:  # pause: the list freezes, the counting goes on
+                    await until(pilot, lambda: len(rows.rows) > 3, "rows to pause on")
                     await pilot.press("space")
                     assert flow.paused and "PAUSED" in str(flow.border_title)
                     assert "PAUSED" in app.status_line()

@@ -2,18 +2,19 @@
 
 House rule 6, proved: a server with permissions, an admin that plays the
 workers, and a watcher user that can only read stream and consumer figures
-and create and pull ephemeral (nameless, ack-less) readers on EVENTS.
+and read EVENTS and the task statistics by direct get: it may create no
+consumer at all, so it cannot leave one behind nor pull from a worker's.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
-import nats.errors
 import pytest
 from nats.js.api import ConsumerConfig
 
@@ -21,7 +22,9 @@ from console.app import ConsoleApp, ConsoleOptions
 from engine import embedded
 from engine.app import create_broker
 from engine.broker import OneManageBroker
+from engine.errors import PermissionDeniedError
 from engine.events.schemas import TaskQueued, TaskStarted, TaskSucceeded, WorkerHeartbeat
+from engine.events.stats import fold_task_event, read_task_stats
 from engine.identity import utc_now
 from engine.lanes import Lane
 from engine.settings import Settings
@@ -41,7 +44,7 @@ accounts {
           publish: { allow: [
             "$JS.API.INFO", "$JS.API.STREAM.INFO.*", "$JS.API.STREAM.NAMES",
             "$JS.API.CONSUMER.LIST.*", "$JS.API.CONSUMER.NAMES.*", "$JS.API.CONSUMER.INFO.*.*",
-            "$JS.API.CONSUMER.CREATE.EVENTS", "$JS.API.CONSUMER.MSG.NEXT.EVENTS.*"
+            "$JS.API.DIRECT.GET.EVENTS", "$JS.API.DIRECT.GET.KV_onemanage_task_stats"
           ] }
           subscribe: { allow: ["_INBOX.>"] }
       } }
@@ -102,26 +105,36 @@ async def test_the_console_needs_no_more_than_reading(
         assert "TASKS/workers" in app.state.consumers
         assert app.state.connection.connected
 
-        # The lock holds: a durable, a purge or a delete are refused. The server answers a
-        # request it forbids with an error to the connection (the error callback logs it),
-        # and the request itself with nothing: it times out.
+        # The lock holds: a consumer (durable or not), a pull from a worker's durable, a purge
+        # or a delete are refused. The server answers a request it forbids with an error to
+        # the connection (the error callback logs it), and the request itself with nothing:
+        # the engine's connection names the refusal when it times out.
         def refused(subject: str) -> bool:
             return any(
                 f'permissions violation for publish to "{subject}"' in r.getMessage()
                 for r in caplog.records
             )
 
+        pull = json.dumps({"batch": 1, "expires": 500_000_000}).encode()
         denied = [
             ("$js.api.consumer.durable.create.events.sneaky",
              lambda: watcher.js.add_consumer(EVENTS, ConsumerConfig(durable_name="sneaky"))),
+            ("$js.api.consumer.create.events",
+             lambda: watcher.js.add_consumer(EVENTS, ConsumerConfig())),
+            ("$js.api.consumer.msg.next.tasks.workers",
+             lambda: watcher.nc.request(
+                 f"$JS.API.CONSUMER.MSG.NEXT.{TASKS}.workers", pull, timeout=1)),
+            ("$js.api.consumer.msg.next.events.task-stats",
+             lambda: watcher.nc.request(
+                 f"$JS.API.CONSUMER.MSG.NEXT.{EVENTS}.task-stats", pull, timeout=1)),
             ("$js.api.stream.purge.events", lambda: watcher.js.purge_stream(EVENTS)),
             ("$js.api.stream.msg.delete.events", lambda: watcher.js.delete_msg(EVENTS, 1)),
         ]  # fmt: skip
         for subject, call in denied:
-            with pytest.raises(nats.errors.TimeoutError):
+            with pytest.raises(PermissionDeniedError):
                 await call()
             await eventually(lambda: refused(subject), 10, f"no denial of {subject} logged")  # noqa: B023
-        caplog.clear()  # the three denials above are ours; the console made none
+        caplog.clear()  # the denials above are ours; the console made none
 
         # More polls and reads as the locked-down user: two full polls of the figures, and
         # one more event read from the history.
@@ -136,10 +149,13 @@ async def test_the_console_needs_no_more_than_reading(
         await admin.publish(late.subject, late.model_dump_json().encode(), late.event_id)
         await until(pilot, lambda: late.task_id in app.state.rows, 30)
         await until(pilot, polled_twice, 30)
+
+        # The task statistics (``onemanage status``) are read by direct get as well.
+        await fold_task_event(admin, late)
+        assert [s.task_name for s in await read_task_stats(watcher)] == ["t"]
     denials = [r for r in caplog.records if "ermission" in r.getMessage()]
     assert denials == [], [r.getMessage() for r in denials]
     info = await admin.js.stream_info(EVENTS)
     assert info.state.messages == 17  # nothing purged or deleted (16 before, the late one)
     assert [c.name for c in await admin.js.consumers_info(TASKS)] == ["workers"]
-    durables = [c for c in await admin.js.consumers_info(EVENTS) if c.config.durable_name]
-    assert durables == []
+    assert await admin.js.consumers_info(EVENTS) == []  # the console read it with none

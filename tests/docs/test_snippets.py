@@ -35,6 +35,7 @@ from engine.events.schemas import BaseEvent, WorkerHeartbeat
 from engine.settings import Settings
 from tests.docs.blocks import ROOT, Block, Document, documents
 from tests.support.harness import EventCollector
+from tests.support.servers import admin_config, as_admin
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.slow
@@ -83,11 +84,13 @@ class DocumentRun:
         self.snippets = base / "snippets"  # script blocks and logs, out of the reader's way
         for directory in (self.work, self.snippets):
             directory.mkdir(parents=True)
-        self.server = embedded.start(base / "server", detach=False)
+        config, password = admin_config(base / "server")
+        self.server = embedded.start(base / "server", detach=False, config=config)
         data = base / "data"
         self.env = {
             **os.environ,
             "ONEMANAGE_NATS_URL": self.server.url,
+            "ONEMANAGE_CREDENTIALS_DIR": str(self.server.credentials_dir),
             "ONEMANAGE_DATA_DIR": str(data),
             "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
             "PYTHONPATH": os.pathsep.join([str(self.work), str(ROOT)]),
@@ -95,7 +98,10 @@ class DocumentRun:
             # loaded machine can reach between a worker's start and `onemanage check`.
             "ONEMANAGE_HEARTBEAT_INTERVAL": "2",
         }
-        self.broker = OneManageBroker(Settings(nats_url=[self.server.url], data_dir=data))
+        # The documents' commands run as their roles; this connection watches as the tests'.
+        self.broker = OneManageBroker(
+            as_admin(Settings(nats_url=[self.server.url], data_dir=data), password)
+        )
         self.background: list[Background] = []
 
     async def start(self) -> None:

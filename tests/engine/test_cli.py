@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from engine import embedded
+from engine import credentials, embedded
+from engine.roles import ROLES
 from tests.support.harness import ROOT
 from tests.support.waiting import eventually
 
@@ -51,26 +52,25 @@ async def test_a_new_users_session_on_the_embedded_default(tmp_path: Path) -> No
         # The worker starts the embedded server: a command run before it would start
         # its own (and stop it on exit), which is not the session this test follows.
         started = await eventually(lambda: embedded.find_running(tmp_path), 30, "no server")
-        check = await eventually(
-            lambda: _run_ok(tmp_path, "check", "--timeout", "10"), 60, "check never passed"
-        )
-        assert "ping ran on" in check.stdout
+        check = await eventually(lambda: _run_ok(tmp_path, "check"), 60, "check never passed")
+        assert "ok   1 live worker(s), 0 degraded" in check.stdout, check.stdout
         server = embedded.find_running(tmp_path)
         assert server is not None and server.pid == started.pid  # check reused it
-
-        async def status_with_ping() -> subprocess.CompletedProcess[str] | None:
-            status = await _run(tmp_path, "status")
-            assert status.returncode == 0, status.stderr
-            return status if "diag.ping" in status.stdout else None
-
-        # The statistics listener folds the ping's events soon after.
-        status = await eventually(status_with_ping, 30, "diag.ping never in the statistics")
-        assert "TASKS" in status.stdout and "workers alive: 1" in status.stdout, status.stdout
 
         demo = tmp_path / "demo.psd"
         assert (await _run(tmp_path, "demo", "--out", str(demo))).returncode == 0
         done = await _run(tmp_path, "submit", str(demo), "--wait", timeout=120)
         assert done.returncode == 0, done.stdout + done.stderr
+
+        async def status_with_the_workflow() -> subprocess.CompletedProcess[str] | None:
+            status = await _run(tmp_path, "status")
+            assert status.returncode == 0, status.stderr
+            return status if "psd.process" in status.stdout else None
+
+        # The statistics listener folds the workflow's events soon after.
+        status = await eventually(status_with_the_workflow, 30, "no psd.process statistics")
+        assert "TASKS" in status.stdout and "workers alive: 1" in status.stdout, status.stdout
+        outputs = [check, status, done]
         assert "COMPLETED" in done.stdout and "document   800x600 RGB" in done.stdout
         workflow_id = done.stdout.split()[0]
         out = tmp_path / "out"
@@ -88,6 +88,7 @@ async def test_a_new_users_session_on_the_embedded_default(tmp_path: Path) -> No
         refused = await _run(tmp_path, "submit", str(tmp_path / "missing.psd"))
         assert refused.returncode == 1
         assert "no such file" in refused.stderr
+        outputs += [fetched, failed, refused]
     finally:
         worker.send_signal(signal.SIGTERM)
         output, _ = await asyncio.wait_for(worker.communicate(), 60)
@@ -98,6 +99,14 @@ async def test_a_new_users_session_on_the_embedded_default(tmp_path: Path) -> No
     assert worker.returncode == 0, log
     assert leftover is None, "the worker left its embedded server running"
     assert "embedded nats-server: stopped" in log  # it started it, nobody else uses it
+    # Authenticated without a word of configuration, and no password shown anywhere.
+    passwords = [
+        credentials.load(embedded.credentials_dir(tmp_path), role).password.get_secret_value()
+        for role in ROLES
+    ]
+    shown = [log, embedded.log_file(tmp_path).read_text(errors="replace")]
+    shown += [o.stdout + o.stderr for o in outputs]
+    assert not [p for p in passwords for text in shown if p in text]
 
 
 def test_server_status_without_a_server(tmp_path: Path) -> None:

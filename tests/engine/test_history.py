@@ -19,8 +19,9 @@ from engine.app import create_broker
 from engine.broker import OneManageBroker
 from engine.events.publisher import publish_event
 from engine.events.schemas import TaskQueued
+from engine.events.stats import TaskTypeStats, fold_task_event, read_task_stats
 from engine.settings import Settings
-from engine.streams import EVENTS
+from engine.streams import EVENTS, STATS_BUCKET
 from tests.support.waiting import eventually
 
 STORED = 1200  # more than four of the reader's batches of 250
@@ -29,7 +30,13 @@ STORED = 1200  # more than four of the reader's batches of 250
 @pytest.fixture
 async def private(tmp_path: Path) -> AsyncIterator[OneManageBroker]:
     server = embedded.start(tmp_path / "server", detach=False)
-    broker = create_broker(Settings(nats_url=[server.url], data_dir=tmp_path / "data"))
+    broker = create_broker(
+        Settings(
+            nats_url=[server.url],
+            data_dir=tmp_path / "data",
+            credentials_dir=server.credentials_dir,
+        )
+    )
     try:
         await broker.startup()
         await broker.ensure_streams()
@@ -78,18 +85,63 @@ async def test_history_ends_at_the_last_sequence_stored_when_it_was_asked(
     assert info.state.last_seq == STORED + 50
 
 
-async def test_a_reader_whose_consumer_vanished_reads_on_from_where_it_was(
-    private: OneManageBroker,
-) -> None:
-    """A restarted server, or a caller stalled past the inactivity threshold, loses it."""
+async def _consumers(broker: OneManageBroker, stream: str = EVENTS) -> list[str]:
+    """The consumers the server holds on ``stream``, by name, and checks its count agrees."""
+    names = sorted(str(c.name) for c in await broker.js.consumers_info(stream))
+    assert (await broker.js.stream_info(stream)).state.consumer_count == len(names)
+    return names
+
+
+async def test_reading_and_following_create_no_consumer(private: OneManageBroker) -> None:
+    """Direct get holds no state on the server: nothing to expire, nothing left behind."""
     await _publish(private, STORED)
+    before = await _consumers(private)
     seqs = []
     async for delivered in monitor.read_history(private, 1):
         seqs.append(delivered.seq)
         if len(seqs) == 300:
-            for consumer in await private.js.consumers_info(EVENTS):
-                await private.js.delete_consumer(EVENTS, consumer.name)
-    assert seqs == list(range(1, STORED + 1))  # each once, in order
+            assert await _consumers(private) == before  # mid-read, the reader open
+    assert seqs == list(range(1, STORED + 1))
+    assert await _consumers(private) == before
+
+    seen: list[int] = []
+    idle = asyncio.Event()
+    reader = monitor.EventReader(private, 1)
+    follow = asyncio.create_task(reader.run(lambda d: seen.append(d.seq), on_idle=idle.set))
+    try:
+        await asyncio.wait_for(idle.wait(), 30)  # the history is in, the reader polls on
+        await _publish(private, 5, "live")
+        await eventually(lambda: len(seen) == STORED + 5, 30, lambda: f"saw {len(seen)}")
+        assert await _consumers(private) == before
+    finally:
+        follow.cancel()
+        await asyncio.gather(follow, return_exceptions=True)
+    assert seen == list(range(1, STORED + 6))
+    assert await _consumers(private) == before
+
+
+async def test_task_statistics_are_read_by_direct_get(private: OneManageBroker) -> None:
+    """Each key's latest value, removed keys left out, and no consumer on the bucket."""
+    for name in ("kept", "deleted", "purged"):
+        for _ in range(3):  # three revisions of each: only the latest counts
+            await fold_task_event(private, TaskQueued(task_id=name, task_name=name))
+    kv = await private.key_value(STATS_BUCKET)
+    await kv.delete("deleted")
+    await kv.purge("purged")
+    stats = await read_task_stats(private)
+    assert [(s.task_name, s.queued) for s in stats] == [("kept", 3)]
+    assert await _consumers(private, f"KV_{STATS_BUCKET}") == []
+    await fold_task_event(private, TaskQueued(task_id="again", task_name="deleted"))
+    stats = await read_task_stats(private)  # a removed key counts again from nothing
+    assert [(s.task_name, s.queued) for s in stats] == [("deleted", 1), ("kept", 3)]
+
+    # More keys than one multi_last request answers for (the server's limit is 1024).
+    for n in range(1030):
+        key = f"many-{n:04}"
+        await kv.put(key, TaskTypeStats(task_name=key).model_dump_json().encode())
+    names = [s.task_name for s in await read_task_stats(private)]
+    assert names == ["deleted", "kept", *(f"many-{n:04}" for n in range(1030))]
+    assert await _consumers(private, f"KV_{STATS_BUCKET}") == []
 
 
 async def test_history_from_a_time_and_through_a_filter(private: OneManageBroker) -> None:

@@ -76,7 +76,7 @@ async def test_no_output_or_log_shows_the_password(
         await eventually(lambda: "pulling from" in worker.log(), 60, worker.log)
         outputs = {
             "status": await asyncio.to_thread(_run, env, "status"),
-            "check": await asyncio.to_thread(_run, env, "check", "--timeout", "10"),
+            "check": await asyncio.to_thread(_run, env, "check"),
         }
         assert "ok   connected to admin:***@" in outputs["check"], outputs["check"]
         wrong = {**env, "ONEMANAGE_NATS_URL": url.replace(PASSWORD, "not" + PASSWORD)}

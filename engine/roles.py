@@ -1,0 +1,148 @@
+"""The three roles and the NATS permissions each one has: exactly what it uses, no more.
+
+* ``worker`` runs tasks and listeners: it creates the streams, pulls TASKS
+  through the lane durables, publishes EVENTS, reads and writes results,
+  inputs and artefacts.
+* ``viewer`` watches (the console, ``status``, ``check``): stream and consumer
+  figures, EVENTS and the task statistics read by direct get, artefacts.
+  Direct get holds no state on the server, so a viewer creates no consumer at
+  all: permissions cannot bound a consumer's ``inactive_threshold`` nor scope
+  its name, and a user who may create consumers may create ones that never
+  expire, or pull from a worker's durable (PLATFORM-NOTES, "Permissions").
+* ``operator`` is a viewer who submits: it uploads inputs (write-once
+  subjects: the server refuses a second write) and kicks the PSD workflow on
+  its one subject, announcing that with the two events a submission makes.
+  Nothing a worker says (outcomes, heartbeats, dead letters) is on its list.
+
+Each role has its own inbox prefix, so one role cannot read the replies meant
+for another (a subscription to ``_INBOX.>`` would see every worker's
+deliveries). This module is data: docs/security.md prints its tables, the
+generated server configuration is made from it, and the tests try every
+forbidden operation against it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from engine.events.schemas import PsdWorkflowSubmitted, TaskQueued
+from engine.routing import WORKFLOW_LANE, task_subject
+from engine.streams import (
+    ARTEFACTS,
+    EVENTS,
+    INPUTS,
+    MARKS_BUCKET,
+    RESULTS_BUCKET,
+    STATS_BUCKET,
+    TASKS,
+)
+from engine.tasks.names import PROCESS_TASK
+
+Role = Literal["worker", "operator", "viewer"]
+ROLES: tuple[Role, ...] = ("worker", "operator", "viewer")
+
+
+def event_subject(event_type: str) -> str:
+    return f"events.{event_type}"
+
+
+# What an operator's submission publishes: the task, and the two events that announce it.
+SUBMISSION_TASK = task_subject(PROCESS_TASK, WORKFLOW_LANE)
+SUBMISSION_EVENTS = (
+    event_subject(TaskQueued.model_fields["event_type"].default),
+    event_subject(PsdWorkflowSubmitted.model_fields["event_type"].default),
+)
+
+
+def inbox_prefix(role: Role) -> str:
+    """The prefix of this role's reply subjects; its users may subscribe there only."""
+    return f"_INBOX_{role}"
+
+
+@dataclass(frozen=True)
+class Permissions:
+    """A role's NATS rights, with the reason for each, for the docs' tables."""
+
+    role: Role
+    publish: tuple[tuple[str, str], ...]  # (subject, why)
+    subscribe: tuple[tuple[str, str], ...]
+
+    def as_config(self) -> dict[str, dict[str, list[str]]]:
+        """The ``permissions`` block of a nats-server user."""
+        return {
+            "publish": {"allow": [subject for subject, _ in self.publish]},
+            "subscribe": {"allow": [subject for subject, _ in self.subscribe]},
+        }
+
+
+_API = "$JS.API"
+
+_READ: tuple[tuple[str, str], ...] = (
+    (f"{_API}.INFO", "account figures (resources left)"),
+    (f"{_API}.STREAM.NAMES", "which streams exist"),
+    (f"{_API}.STREAM.LIST", "stream figures"),
+    (f"{_API}.STREAM.INFO.*", "one stream's figures"),
+    (f"{_API}.CONSUMER.NAMES.*", "which consumers exist"),
+    (f"{_API}.CONSUMER.LIST.*", "consumer figures (lag, redeliveries)"),
+    (f"{_API}.CONSUMER.INFO.*.*", "one consumer's figures"),
+    (f"{_API}.DIRECT.GET.{EVENTS}", "read EVENTS (history and live), no consumer"),
+    (f"{_API}.DIRECT.GET.KV_{STATS_BUCKET}", "read the task statistics"),
+    (f"{_API}.DIRECT.GET.{ARTEFACTS}", "read artefacts' chunks"),
+    (f"{_API}.DIRECT.GET.{ARTEFACTS}.>", "read an artefact's description"),
+)
+
+_SUBMIT: tuple[tuple[str, str], ...] = (
+    (SUBMISSION_TASK, "kick the PSD workflow (a worker runs only psd.process from here)"),
+    *((subject, "announce the submission") for subject in SUBMISSION_EVENTS),
+    ("inputs.>", "upload inputs: each subject is written once, the server refuses a rewrite"),
+    (f"{_API}.DIRECT.GET.{INPUTS}", "read inputs' chunks (a stored copy is reused)"),
+    (f"{_API}.DIRECT.GET.{INPUTS}.>", "read an input's description"),
+)
+
+_WORK: tuple[tuple[str, str], ...] = (
+    ("tasks.>", "kick tasks (a workflow kicks its steps)"),
+    ("events.>", "publish lifecycle events, heartbeats, outcomes"),
+    (f"$KV.{RESULTS_BUCKET}.>", "store results"),
+    (f"$KV.{STATS_BUCKET}.>", "fold task statistics"),
+    (f"$KV.{MARKS_BUCKET}.>", "mark handled events (listener idempotency)"),
+    ("inputs.>", "store inputs"),
+    ("artefacts.>", "store artefacts"),
+    (f"{_API}.INFO", "account figures"),
+    (f"{_API}.STREAM.NAMES", "which streams exist"),
+    (f"{_API}.STREAM.LIST", "stream figures"),
+    (f"{_API}.STREAM.INFO.*", "verify a stream at start-up"),
+    (f"{_API}.STREAM.CREATE.*", "create the streams and buckets at start-up"),
+    (f"{_API}.STREAM.UPDATE.*", "bring a drifted stream back to its spec"),
+    (f"{_API}.STREAM.MSG.GET.*", "read a dead letter's stored task"),
+    (f"{_API}.STREAM.MSG.DELETE.{TASKS}", "remove a dead-lettered task from the work queue"),
+    (f"{_API}.STREAM.PURGE.{INPUTS}", "remove a forged input found at read"),
+    (f"{_API}.DIRECT.GET.>", "read results, marks, statistics, inputs, artefacts, events"),
+    (f"{_API}.CONSUMER.CREATE.*.>", "create the lane and listener durables"),
+    (f"{_API}.CONSUMER.DURABLE.CREATE.*.*", "create durables (older API)"),
+    (f"{_API}.CONSUMER.NAMES.*", "which consumers exist"),
+    (f"{_API}.CONSUMER.LIST.*", "consumer figures"),
+    (f"{_API}.CONSUMER.INFO.*.*", "verify a durable"),
+    (f"{_API}.CONSUMER.MSG.NEXT.*.*", "pull deliveries"),
+    ("$JS.ACK.>", "acknowledge, nak, in-progress, terminate"),
+)
+
+PERMISSIONS: dict[Role, Permissions] = {
+    "viewer": Permissions(
+        "viewer", _READ, ((f"{inbox_prefix('viewer')}.>", "replies to its requests"),)
+    ),
+    "operator": Permissions(
+        "operator",
+        _READ + _SUBMIT,
+        ((f"{inbox_prefix('operator')}.>", "replies to its requests"),),
+    ),
+    "worker": Permissions(
+        "worker",
+        _WORK,
+        (
+            (f"{inbox_prefix('worker')}.>", "replies and deliveries"),
+            (f"$KV.{RESULTS_BUCKET}.>", "wake up when an awaited result lands"),
+            ("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.>", "dead letters"),
+        ),
+    ),
+}
