@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -15,21 +17,43 @@ from pathlib import Path
 
 from nats.aio.msg import Msg
 
-from engine import embedded
+from engine import credentials, embedded
 from engine.broker import OneManageBroker
 from engine.events.schemas import BaseEvent, WorkerHeartbeat, parse_event
+from engine.roles import ROLES
+from engine.serverconf import ACCOUNT, accounts_block
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+BENCH_USER = "bench"  # the benchmark's own user: it watches core subjects, which no role may
+# Credentials the benchmark's own connection uses and the workers it starts must not inherit.
+_OWN = ("ONEMANAGE_NATS_USER", "ONEMANAGE_NATS_PASSWORD")
+
+
 def private_server() -> tuple[embedded.EmbeddedServer, Path]:
-    """A throw-away nats-server; the environment points every process at it."""
+    """A throw-away authenticated nats-server, as the embedded default is.
+
+    The workers started here connect as the worker role (the generated files);
+    this process and the stock broker as an unrestricted user of their own
+    (``BENCH_ADMIN_URL``), so the baseline pays no permission it would not.
+    """
     data = Path(tempfile.mkdtemp(prefix="onemanage-bench-"))
-    server = embedded.start(data / "server", detach=False)
+    found = credentials.ensure(embedded.credentials_dir(data / "server"), ROLES)
+    password = secrets.token_urlsafe(24)
+    accounts = accounts_block(found)
+    accounts[ACCOUNT]["users"].append({"user": BENCH_USER, "password": password})
+    config = data / "server" / "bench.conf"
+    credentials.write_private(config, json.dumps({"accounts": accounts}))
+    server = embedded.start(data / "server", detach=False, config=config)
     os.environ.update(
         ONEMANAGE_NATS_URL=server.url,
+        ONEMANAGE_CREDENTIALS_DIR=str(server.credentials_dir),
+        ONEMANAGE_NATS_USER=BENCH_USER,
+        ONEMANAGE_NATS_PASSWORD=password,
         ONEMANAGE_DATA_DIR=str(data / "data"),
         ONEMANAGE_HEARTBEAT_INTERVAL="0.5",
+        BENCH_ADMIN_URL=server.url.replace("nats://", f"nats://{BENCH_USER}:{password}@"),
     )
     return server, data
 
@@ -69,7 +93,7 @@ def start(command: list[str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         command,
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**{k: v for k, v in os.environ.items() if k not in _OWN}, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,

@@ -16,7 +16,7 @@ SUBJECT = "bench.stock.tasks"
 DURABLE = "bench-stock"
 
 broker = PullBasedJetStreamBroker(
-    servers=os.environ.get("ONEMANAGE_NATS_URL", "nats://127.0.0.1:4222").split(","),
+    servers=os.environ.get("BENCH_ADMIN_URL", "nats://127.0.0.1:4222").split(","),
     subject=SUBJECT,
     stream_name=STREAM,
     durable=DURABLE,
