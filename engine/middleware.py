@@ -119,8 +119,13 @@ class LifecycleMiddleware(TaskiqMiddleware):
         message.labels.setdefault(QUEUED_AT_LABEL, utc_now().isoformat())
         return message
 
+    @property
+    def lifecycle(self) -> bool:
+        """Whether task transitions are published (ONEMANAGE_LIFECYCLE_EVENTS)."""
+        return self.onemanage.settings.lifecycle_events
+
     async def post_send(self, message: TaskiqMessage) -> None:
-        if is_event_task(message.labels):
+        if is_event_task(message.labels) or not self.lifecycle:
             return
         queued_at = message.labels.get(QUEUED_AT_LABEL)
         await self._emit(
@@ -149,6 +154,8 @@ class LifecycleMiddleware(TaskiqMiddleware):
         current_task.set(TaskContext(message.task_id, message.task_name, correlation))
         self.running += 1
         self._started[message.task_id] = time.perf_counter()
+        if not self.lifecycle:
+            return message
         delivery = self.onemanage.delivery(message.task_id)
         attempt = delivery.attempt if delivery else 1
         await self._emit(
@@ -176,6 +183,9 @@ class LifecycleMiddleware(TaskiqMiddleware):
         self.running -= 1
         self.processed += 1
         started = self._started.pop(message.task_id, None)
+        if not self.lifecycle:
+            self.failed += result.is_err
+            return
         duration_ms = (time.perf_counter() - started) * 1000 if started else 0.0
         delivery = self.onemanage.delivery(message.task_id)
         attempt = delivery.attempt if delivery else 1

@@ -83,7 +83,10 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 2 * 1024**3
     step_timeout: float = 600.0
 
-    # Observability.
+    # Observability. lifecycle_events=False publishes no task transitions (queued,
+    # started, succeeded, failed): the console, trace and the statistics then see no
+    # tasks, only heartbeats and what your own code publishes. For raw throughput.
+    lifecycle_events: bool = True
     heartbeat_interval: float = 5.0
     publish_timeout: float = 2.0  # one attempt's wait for the stream's acknowledgement
     # How long a publish keeps retrying "not stored yet" (timeouts, no responders,

@@ -17,6 +17,7 @@ from engine.events.schemas import WorkerHeartbeat
 from engine.settings import Settings
 from engine.tasks.diagnostics import NOOP_TASK, PING_TASK
 from tests.support.harness import ROOT, EventCollector, WorkerProcess
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -91,3 +92,25 @@ def test_a_worker_that_cannot_import_a_module_it_was_given_does_not_start(
     assert done.returncode != 0
     assert says in done.stderr, done.stderr
     assert "pulling from" not in done.stdout + done.stderr  # no worker was started
+
+
+async def test_lifecycle_events_off_runs_tasks_and_publishes_no_transition(
+    client: OneManageBroker, events: EventCollector, tmp_path: Path
+) -> None:
+    """ONEMANAGE_LIFECYCLE_EVENTS=false (the benchmarks' "engine alone"): results, no events."""
+    worker = WorkerProcess(tmp_path, env={"ONEMANAGE_LIFECYCLE_EVENTS": "false"})
+    try:
+        await worker.ready(events)
+        noop: AsyncKicker[..., Any] = AsyncKicker(NOOP_TASK, client, {})
+        task = await noop.kiq()
+        assert (await task.wait_result(timeout=60)).return_value is None
+
+        def processed() -> list[WorkerHeartbeat]:
+            beats = [e for e in events.events if isinstance(e, WorkerHeartbeat) and e.processed]
+            return beats if len(beats) >= 2 else []  # one more beat after: its outbox is empty
+
+        await eventually(processed, 60, "no heartbeat counted the task")
+        said = {e.event_type for e in events.events if getattr(e, "task_id", None) == task.task_id}
+        assert said == {"task.queued"}, said  # queued by this client, which has them on
+    finally:
+        assert worker.stop() == 0
