@@ -25,6 +25,20 @@ from engine.serverconf import ACCOUNT, accounts_block
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# What a benchmark measured, by name: `python -m bench` reads it (--json PATH) and
+# compares it with the targets (bench/__main__.py).
+RESULTS: dict[str, float] = {}
+
+
+def record(name: str, value: float) -> float:
+    RESULTS[name] = float(value)
+    return value
+
+
+def write_results(path: str | None) -> None:
+    if path:
+        Path(path).write_text(json.dumps(RESULTS, indent=2, sort_keys=True) + "\n")
+
 
 BENCH_USER = "bench"  # the benchmark's own user: it watches core subjects, which no role may
 # Credentials the benchmark's own connection uses and the workers it starts must not inherit.

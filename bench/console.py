@@ -33,7 +33,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, private_server
+from bench.common import ROOT, private_server, record, write_results
 from console.state import ConsoleState, percentile
 from engine import monitor
 from engine.events.schemas import (
@@ -235,6 +235,8 @@ async def bench_ingest(events: int) -> None:
         f"target >= {TARGET_INGEST:,}: {'OK' if end_to_end >= TARGET_INGEST else 'MISSED'}"
     )
     print(f"    ratio end to end / (decode + fold in memory): {end_to_end / in_memory:.2f}")
+    record("console.ingest.end_to_end_per_s", end_to_end)
+    record("console.ingest.in_memory_per_s", in_memory)
     print(
         f"    state: {state.events:,} events, {len(state.rows):,} rows kept, "
         f"{state.evicted_rows:,} evicted, unreadable {sum(state.unreadable.values())}"
@@ -402,6 +404,8 @@ async def bench_keys(presses: int, rate_per_s: float) -> None:
     )
     print(line("key -> pause action ran", acted))
     print(line("key -> first screen update after it", painted))
+    record("console.keys.painted_p95_ms", percentile(painted, 95) or 0.0)
+    record("console.keys.ingest_per_s", ingested / elapsed)
     print(line("key -> views refreshed (status line)", refreshed))
 
 
@@ -472,6 +476,8 @@ async def bench_rss(total: int) -> None:
         f"peak {result['peak'] / mib:.0f} MiB; growth {growth:.1f} MB   "
         f"target < {TARGET_RSS_MB:.0f} MB: {'OK' if growth < TARGET_RSS_MB else 'MISSED'}"
     )
+    record("console.rss.growth_mb", growth)
+    record("console.rss.events", result["events"])
     print(
         "    RSS while folding: "
         + ", ".join(f"{n / 1000:.0f}k {rss / mib:.0f} MiB" for n, rss, _ in result["series"])
@@ -508,6 +514,7 @@ async def main(args: argparse.Namespace) -> None:
             await bench_rss(args.rss_events)
         await bench_keys(args.presses, args.rate)
         await broker.shutdown()
+        write_results(args.json)
     finally:
         server.stop()
 
@@ -519,6 +526,7 @@ if __name__ == "__main__":
     parser.add_argument("--rate", type=float, default=5000, help="events/s published in (b)")
     parser.add_argument("--rss-events", type=int, default=1_000_000, help="events for (c)")
     parser.add_argument("--skip-rss", action="store_true", help="leave (c) out")
+    parser.add_argument("--json", help="write the figures to this file (python -m bench)")
     parser.add_argument("--publisher", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--rss-worker", type=int, default=0, help=argparse.SUPPRESS)
     arguments = parser.parse_args()

@@ -3,8 +3,10 @@
 The baseline is the stock ``taskiq_nats.PullBasedJetStreamBroker`` (fetch 1, no
 result backend, no events: bench/stock.py), measured in the same run on the same
 server; then the engine (lifecycle events, both built-in listeners, KV results)
-with 1 and 2 worker processes, at the same concurrency. A run is complete when
-the durable's acknowledged floor reaches the last stored task.
+with 1 and 2 worker processes, at the same concurrency; then the engine alone
+(ONEMANAGE_LIFECYCLE_EVENTS=false, KV results still stored) against the stock
+broker fetching 10. A run is complete when the durable's acknowledged floor
+reaches the last stored task.
 Usage: python -m bench.tasks [--tasks 2000]
 """
 
@@ -23,12 +25,14 @@ from taskiq.kicker import AsyncKicker
 from bench.common import (
     cpu_seconds,
     private_server,
+    record,
     start,
     start_worker,
     stop_worker,
     wait_for_workers,
+    write_results,
 )
-from engine.app import broker
+from engine.app import broker, create_broker
 from engine.streams import TASKS
 from engine.tasks.diagnostics import NOOP_TASK
 
@@ -48,10 +52,11 @@ async def acked_all(stream: str, durable: str, timeout: float = 300) -> None:
         await asyncio.sleep(0.005)
 
 
-async def run_stock(tasks: int, server_pid: int) -> float:
-    """The stock broker: one `taskiq worker bench.stock:broker` process."""
+async def run_stock(tasks: int, server_pid: int, fetch: int = 1) -> float:
+    """The stock broker: one `taskiq worker bench.stock:broker` process, ``fetch`` per pull."""
     from bench import stock
 
+    os.environ["BENCH_STOCK_FETCH"] = str(fetch)  # read by the worker process's bench.stock
     worker = start(
         [sys.executable, "-m", "taskiq", "worker", "bench.stock:broker", "-w", "1",
          "--max-async-tasks", str(CONCURRENCY)]
@@ -72,24 +77,30 @@ async def run_stock(tasks: int, server_pid: int) -> float:
         cpu_after = cpu_seconds(worker.pid), cpu_seconds(server_pid)
         per_task = [(a - b) / tasks * 1e6 for b, a in zip(cpu_before, cpu_after, strict=True)]
         print(
-            f"stock taskiq-nats pull broker (fetch 1), 1 worker process: {tasks} tasks in "
+            f"stock taskiq-nats pull broker (fetch {fetch}), 1 worker process: {tasks} tasks in "
             f"{elapsed:.2f}s = {tasks / elapsed:,.0f} tasks/s"
         )
         print(f"   CPU per task: worker {per_task[0]:.0f} us, nats-server {per_task[1]:.0f} us")
-        return tasks / elapsed
+        record(f"tasks.stock_fetch{fetch}.cpu_us.worker", per_task[0])
+        record(f"tasks.stock_fetch{fetch}.cpu_us.server", per_task[1])
+        return record(f"tasks.stock_fetch{fetch}.per_s", tasks / elapsed)
     finally:
         await stock.broker.shutdown()
         stop_worker(worker)
 
 
-async def run_once(processes: int, tasks: int, server_pid: int) -> float:
+async def run_once(processes: int, tasks: int, server_pid: int, alone: bool = False) -> float:
+    """The engine's default worker; ``alone``: lifecycle events off, in the workers and here."""
     since = time.time()
+    os.environ["ONEMANAGE_LIFECYCLE_EVENTS"] = str(not alone).lower()
     worker = start_worker(processes)
+    kicker = create_broker(broker.settings.model_copy(update={"lifecycle_events": not alone}))
     try:
+        await kicker.startup()
         await wait_for_workers(broker, processes, since)
         cpu_before = cpu_seconds(worker.pid), cpu_seconds(server_pid), time.process_time()
         started = time.perf_counter()
-        noop: AsyncKicker[..., Any] = AsyncKicker(NOOP_TASK, broker, {})
+        noop: AsyncKicker[..., Any] = AsyncKicker(NOOP_TASK, kicker, {})
         await asyncio.gather(*(noop.kiq() for _ in range(tasks)))
         kicked = time.perf_counter() - started
         await acked_all(TASKS, broker.settings.tasks_durable)
@@ -99,22 +110,29 @@ async def run_once(processes: int, tasks: int, server_pid: int) -> float:
             (after - before) / tasks * 1e6
             for before, after in zip(cpu_before, cpu_after, strict=False)
         ]
+        what = "engine alone (lifecycle events off)" if alone else "default worker"
         print(
-            f"{processes} worker process(es): {tasks} tasks in {elapsed:.2f}s = "
+            f"{what}, {processes} process(es): {tasks} tasks in {elapsed:.2f}s = "
             f"{tasks / elapsed:,.0f} tasks/s end to end (kicking alone {tasks / kicked:,.0f}/s)"
         )
         print(
             f"   CPU per task: workers {per_task[0]:.0f} us, nats-server {per_task[1]:.0f} us, "
             f"client {per_task[2]:.0f} us"
         )
-        return tasks / elapsed
+        name = "engine_alone" if alone else f"engine_{processes}p"
+        for part, value in zip(("worker", "server", "client"), per_task, strict=True):
+            record(f"tasks.{name}.cpu_us.{part}", value)
+        return record(f"tasks.{name}.per_s", tasks / elapsed)
     finally:
+        await kicker.shutdown()
         stop_worker(worker)
+        os.environ.pop("ONEMANAGE_LIFECYCLE_EVENTS", None)
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tasks", type=int, default=2000)
+    parser.add_argument("--json", help="write the figures to this file (python -m bench)")
     args = parser.parse_args()
     server, _ = private_server()
     os.environ["ONEMANAGE_CONCURRENCY"] = str(CONCURRENCY)
@@ -123,14 +141,18 @@ async def main() -> None:
         await broker.ensure_streams()
         print(f"{os.cpu_count()} CPUs; {CONCURRENCY} tasks at once per worker process")
         stock = await run_stock(args.tasks, server.pid)
+        stock10 = await run_stock(args.tasks, server.pid, fetch=10)
         one = await run_once(1, args.tasks, server.pid)
         two = await run_once(2, args.tasks, server.pid)
+        alone = await run_once(1, args.tasks, server.pid, alone=True)
         print(f"engine, 1 worker process / stock: {one / stock:.2f}x")
         print(f"engine, 2 worker processes / stock: {two / stock:.2f}x")
         print(f"engine, 2 worker processes / 1: {two / one:.2f}x")
+        print(f"engine alone, 1 worker process / stock fetch 10: {alone / stock10:.2f}x")
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"client process peak RSS {rss:.0f} MiB")
         await broker.shutdown()
+        write_results(args.json)
     finally:
         server.stop()
 
