@@ -17,11 +17,9 @@ from pathlib import Path
 
 from nats.aio.msg import Msg
 
-from engine import credentials, embedded
+from engine import embedded
 from engine.broker import OneManageBroker
 from engine.events.schemas import BaseEvent, WorkerHeartbeat, parse_event
-from engine.roles import ROLES
-from engine.serverconf import ACCOUNT, accounts_block
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,12 +51,8 @@ def private_server() -> tuple[embedded.EmbeddedServer, Path]:
     (``BENCH_ADMIN_URL``), so the baseline pays no permission it would not.
     """
     data = Path(tempfile.mkdtemp(prefix="onemanage-bench-"))
-    found = credentials.ensure(embedded.credentials_dir(data / "server"), ROLES)
     password = secrets.token_urlsafe(24)
-    accounts = accounts_block(found)
-    accounts[ACCOUNT]["users"].append({"user": BENCH_USER, "password": password})
-    config = data / "server" / "bench.conf"
-    credentials.write_private(config, json.dumps({"accounts": accounts}))
+    config = embedded.auth_config(data / "server", [{"user": BENCH_USER, "password": password}])
     server = embedded.start(data / "server", detach=False, config=config)
     os.environ.update(
         ONEMANAGE_NATS_URL=server.url,

@@ -49,7 +49,7 @@ from console.widgets.workers import Workers
 from engine import embedded, monitor
 from engine.app import broker
 from engine.broker import OneManageBroker
-from engine.credentials import PRIVATE_FILE, private_dir
+from engine.credentials import PRIVATE_FILE, append_private, private_dir
 from engine.redaction import redact, redact_logging
 
 logger = logging.getLogger(__name__)
@@ -235,9 +235,8 @@ class ConsoleApp(App[None]):
             env["ONEMANAGE_CREDENTIALS_DIR"] = str(
                 embedded.credentials_dir(self.broker.settings.data_dir)
             )
-        log_path = private_dir(self.broker.settings.data_dir) / "console-worker.log"
-        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE)
-        with os.fdopen(fd, "ab") as log:
+        log_path = self.broker.settings.data_dir / "console-worker.log"
+        with os.fdopen(append_private(log_path), "ab") as log:
             self.worker_process = subprocess.Popen(
                 [sys.executable, "-m", "engine.cli", "worker", "-p", "1"],
                 env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,

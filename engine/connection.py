@@ -13,6 +13,7 @@ import logging
 import ssl
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import nats.errors
 from nats.aio.client import Client
@@ -80,7 +81,7 @@ class _Client(Client):
 
 def _explicit_credentials(settings: Settings) -> bool:
     s = settings
-    in_url = any("@" in url.split("//", 1)[-1].split("/", 1)[0] for url in s.nats_url)
+    in_url = any(urlsplit(url).username for url in s.nats_url)
     return bool(in_url or s.nats_user or s.nats_token or s.nats_creds or s.nats_nkey_seed)
 
 

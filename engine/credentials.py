@@ -1,7 +1,8 @@
 """Generated credentials: one user and a strong random password per role, in private files.
 
 The directory is 0700 and each file 0600, whatever the umask: another local
-user can neither read a password nor list which roles exist. Files are
+user can neither read a password nor list which roles exist. The same helpers
+keep the logs and the audit log private. Files are
 written whole and renamed into place, so a reader never sees half a file.
 """
 
@@ -44,6 +45,14 @@ def write_private(path: Path, text: str) -> None:
     with os.fdopen(descriptor, "w") as handle:
         handle.write(text)
     os.replace(temporary, path)
+
+
+def append_private(path: Path) -> int:
+    """A descriptor appending to ``path``, which is made 0600 (also if it was wider before)."""
+    private_dir(path.parent)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE)
+    os.fchmod(descriptor, PRIVATE_FILE)
+    return descriptor
 
 
 def credentials_file(directory: Path, role: str) -> Path:

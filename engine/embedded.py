@@ -26,9 +26,10 @@ import sysconfig
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from engine import credentials
 from engine.roles import ROLES
@@ -171,11 +172,14 @@ def credentials_dir(data_dir: Path) -> Path:
     return data_dir / "credentials"
 
 
-def auth_config(data_dir: Path) -> Path:
-    """The embedded server's users, generated on first use and kept private."""
+def auth_config(data_dir: Path, extra_users: Iterable[dict[str, Any]] = ()) -> Path:
+    """The embedded server's users, generated on first use and kept private.
+
+    ``extra_users`` are a test's or a benchmark's own, unrestricted users.
+    """
     found = credentials.ensure(credentials_dir(data_dir), ROLES)
     path = nats_dir(data_dir) / "auth.conf"
-    text = embedded_config(found)
+    text = embedded_config(found, extra_users)
     if not path.exists() or path.read_text() != text:
         credentials.write_private(path, text)
     return path
@@ -268,8 +272,7 @@ def start(
     ]  # fmt: skip
     # -a binds the monitor port to 127.0.0.1 too. Start-up errors (bad flags) go
     # to stderr before -l takes over, so stderr goes to the same log file.
-    log_fd = os.open(log_file(data_dir), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    with os.fdopen(log_fd, "ab") as log:
+    with os.fdopen(credentials.append_private(log_file(data_dir)), "ab") as log:
         process = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,

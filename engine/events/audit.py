@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import IO
 
-from engine.credentials import PRIVATE_FILE, private_dir
+from engine.credentials import append_private
 from engine.events.schemas import BaseEvent
 from engine.settings import Settings
 
@@ -30,9 +30,6 @@ class AuditLog:
     def append(self, settings: Settings, event: BaseEvent) -> None:
         if self._file is None or self._file.closed:
             path = audit_path(settings)
-            private_dir(path.parent)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE)
-            os.fchmod(fd, PRIVATE_FILE)  # one made before this rule
-            self._file = os.fdopen(fd, "a", encoding="utf-8")
+            self._file = os.fdopen(append_private(path), "a", encoding="utf-8")
         self._file.write(event.model_dump_json() + "\n")
         self._file.flush()

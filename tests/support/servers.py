@@ -9,15 +9,12 @@ their roles' permissions.
 
 from __future__ import annotations
 
-import json
 import secrets
 from pathlib import Path
 
 from pydantic import SecretStr
 
-from engine import credentials, embedded
-from engine.roles import ROLES
-from engine.serverconf import ACCOUNT, accounts_block
+from engine import embedded
 from engine.settings import Settings
 
 ADMIN = "tests-admin"
@@ -25,13 +22,8 @@ ADMIN = "tests-admin"
 
 def admin_config(data_dir: Path) -> tuple[Path, str]:
     """A config with the data directory's generated users and the tests' user; its password."""
-    found = credentials.ensure(embedded.credentials_dir(data_dir), ROLES)
     password = secrets.token_urlsafe(24)
-    accounts = accounts_block(found)
-    accounts[ACCOUNT]["users"].append({"user": ADMIN, "password": password})
-    path = data_dir / "tests.conf"
-    credentials.write_private(path, json.dumps({"accounts": accounts}))
-    return path, password
+    return embedded.auth_config(data_dir, [{"user": ADMIN, "password": password}]), password
 
 
 def as_admin(settings: Settings, password: str) -> Settings:
