@@ -146,6 +146,7 @@ class Connection:
         self.embedded_server: embedded.EmbeddedServer | None = None
         self.closing = False
         self.last_error: Exception | None = None  # the server's last complaint
+        self._refused: asyncio.Event | None = None  # set when the server refuses the credentials
 
     @property
     def nc(self) -> Client:
@@ -196,25 +197,43 @@ class Connection:
         if patient:
             await attempt
         else:
-            try:
-                await asyncio.wait_for(attempt, settings.connect_timeout * 3)
-            except TimeoutError as exc:
-                with contextlib.suppress(Exception):
-                    await client.close()
-                # nats-py reports it as a plain Error: "nats: 'Authorization Violation'".
-                refused = "authorization violation" in str(self.last_error).lower()
-                why = (
-                    "the server refused the credentials (authorization violation): see "
-                    "docs/security.md"
-                    if refused
-                    else "wrong URL or credentials, or the server is down: see the log"
-                )
-                raise NotConnectedError(
-                    f"cannot reach {redact(', '.join(servers))}: {why}"
-                ) from exc
+            await self._connect_or_explain(client, attempt, servers, settings.connect_timeout * 3)
         self._nc = client
         self._js = client.jetstream(timeout=settings.publish_timeout)
         return client
+
+    async def _connect_or_explain(
+        self, client: Client, attempt: Any, servers: list[str], timeout: float
+    ) -> None:
+        """Wait for ``attempt``; on failure raise an error that says why.
+
+        A refusal of the credentials ends the wait at once: retrying a wrong
+        password cannot succeed, and a loaded machine's retries could otherwise
+        hide the server's answer behind a plain timeout.
+        """
+        self._refused = asyncio.Event()
+        connecting = asyncio.ensure_future(attempt)
+        refused = asyncio.ensure_future(self._refused.wait())
+        try:
+            await asyncio.wait(
+                {connecting, refused}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            refused.cancel()
+        if connecting.done() and not connecting.cancelled() and connecting.exception() is None:
+            return
+        connecting.cancel()
+        with contextlib.suppress(BaseException):
+            await connecting
+        with contextlib.suppress(Exception):
+            await client.close()
+        why = (
+            "the server refused the credentials (authorization violation): see docs/security.md"
+            if self._refused.is_set()
+            else "wrong URL or credentials, or the server is down: see the log"
+        )
+        cause = connecting.exception() if not connecting.cancelled() else None
+        raise NotConnectedError(f"cannot reach {redact(', '.join(servers))}: {why}") from cause
 
     async def close(self) -> None:
         """Flush and close, then let go of an embedded server nobody else uses."""
@@ -234,6 +253,9 @@ class Connection:
 
     async def _on_error(self, exc: Exception) -> None:
         self.last_error = exc
+        # nats-py reports it as a plain Error: "nats: 'Authorization Violation'".
+        if self._refused is not None and "authorization violation" in str(exc).lower():
+            self._refused.set()
         logger.warning("nats: %s: %s", type(exc).__name__, redact(str(exc)))
 
     async def _on_disconnected(self) -> None:

@@ -278,7 +278,6 @@ async def test_no_credentials_and_wrong_credentials_are_refused(secured: Secured
             nats_user="viewer",
             nats_password="not-the-password",
             data_dir=secured.data_dir,
-            connect_timeout=1,
         )
     )
     with pytest.raises(Exception, match="refused the credentials"):
