@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
@@ -30,6 +31,7 @@ from taskiq.message import TaskiqMessage
 from engine import embedded, publishing
 from engine.connection import Connection
 from engine.consuming import Consumption, RecordRefused
+from engine.context import TaskContext, current_task
 from engine.events.schemas import DeadLetterReason, LaneHealth, ListenerCounters
 from engine.identity import process_identity
 from engine.lanes import Delivery, Lane, consumer_config, plan_lanes
@@ -51,6 +53,8 @@ class OneManageBroker(AsyncBroker):
         self.connection = Connection()
         self.consumption: Consumption | None = None
         self.listener_counters: dict[str, ListenerCounters] = {}  # reported in heartbeats
+        # Listener task name -> the call a delivery makes (engine.events.listeners).
+        self.listener_runs: dict[str, Callable[[Any], Awaitable[None]]] = {}
         self.record_refused: RecordRefused | None = None  # set by engine.deadletters
         # Awaited before each fetch of a lane (engine.discards looks for skipped events).
         self.fetch_hooks: list[Callable[[Lane], Awaitable[None]]] = []
@@ -191,19 +195,27 @@ class OneManageBroker(AsyncBroker):
         await self.ensure_streams()
         await self.ensure_consumer(lane)
 
-    def _listener_message(self, lane: Lane, payload: Any, task_id: str) -> bytes:
-        """An event as the taskiq message of its listener: the payload is its one argument."""
+    async def _run_listener(self, lane: Lane, payload: Any) -> None:
+        """Call the listener of ``lane`` with one event payload, in the event's story.
+
+        What a listener publishes or kicks continues the story of the event it
+        read: its cause is that event, its correlation the event's.
+        """
         assert lane.listener_task is not None
-        task = self.find_task(lane.listener_task)
-        return self.formatter.dumps(
-            TaskiqMessage(
-                task_id=task_id,
-                task_name=lane.listener_task,
-                labels=dict(task.labels) if task else {},
-                args=[payload],
-                kwargs={},
-            )
-        ).message
+        run = self.listener_runs.get(lane.listener_task)
+        if run is None:  # the raw form, @broker.task(**listener(...)): its function
+            task = self.find_task(lane.listener_task)
+            if task is None:
+                raise RuntimeError(f"no listener {lane.listener_task} in this worker")
+            run = task.original_func
+        if isinstance(payload, dict):
+            cause = str(payload.get("event_id") or lane.durable)
+            correlation = str(payload.get("correlation_id") or cause)
+            current_task.set(TaskContext(cause, lane.listener_task, correlation))
+        if inspect.iscoroutinefunction(run):
+            await run(payload)
+        else:  # a plain function: in a thread, as taskiq runs one
+            await asyncio.to_thread(run, payload)
 
     def _decode_task(self, data: bytes) -> TaskiqMessage:
         """The body as taskiq's receiver will read it (it would ack and drop what fails)."""
@@ -241,7 +253,7 @@ class OneManageBroker(AsyncBroker):
             self.connection,
             self.settings,
             knows=lambda name: self.find_task(name) is not None,
-            listener_message=self._listener_message,
+            run_listener=self._run_listener,
             decode_task=self._decode_task,
             record_refused=self._record_refused,
             count_unreadable=self._count_unreadable,
@@ -283,7 +295,7 @@ class OneManageBroker(AsyncBroker):
         delivery = self.delivery(task_id)
         if delivery is None:
             return False
-        delivery.retry_delay = min(self.settings.retry_delay * 2 ** (delivery.attempt - 1), 60.0)
+        delivery.back_off(self.settings)
         return self.will_redeliver(task_id)
 
     def will_redeliver(self, task_id: str) -> bool:

@@ -30,6 +30,7 @@ from nats.js.errors import NotFoundError
 from taskiq.message import TaskiqMessage
 
 from engine.connection import Connection
+from engine.errors import is_transient
 from engine.events.schemas import DeadLetterReason, too_deep
 from engine.lanes import Delivery, Lane, describe
 from engine.routing import TASK_ID_HEADER, task_name_of
@@ -37,7 +38,7 @@ from engine.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-ListenerMessage = Callable[[Lane, Any, str], bytes]  # (lane, payload, task id) -> taskiq bytes
+RunListener = Callable[[Lane, Any], Awaitable[None]]  # (lane, event payload): one listener run
 DecodeTask = Callable[[bytes], TaskiqMessage]  # what taskiq's receiver will make of the body
 RecordRefused = Callable[[Msg, DeadLetterReason, str], Awaitable[None]]  # a dead letter
 CountUnreadable = Callable[[Lane, str], None]  # (listener lane, reason)
@@ -86,7 +87,7 @@ class Consumption:
         settings: Settings,
         *,
         knows: Callable[[str], bool],
-        listener_message: ListenerMessage,
+        run_listener: RunListener,
         decode_task: DecodeTask,
         record_refused: RecordRefused,
         count_unreadable: CountUnreadable,
@@ -100,7 +101,7 @@ class Consumption:
         self.in_flight: dict[str, Delivery] = {}
         self.stopping = False
         self._knows = knows
-        self._listener_message = listener_message
+        self._run_listener = run_listener
         self._decode_task = decode_task
         self._record_refused = record_refused
         self._count_unreadable = count_unreadable
@@ -216,7 +217,8 @@ class Consumption:
                 raise
 
     async def _dispatch(self, lane: Lane) -> None:
-        """Hand fetched messages to taskiq as the lane's running slots free up."""
+        """Hand fetched messages on as the lane's running slots free up: commands to
+        taskiq, events straight to their listener."""
         while True:
             delivery = await lane.waiting.get()
             await lane.running.acquire()
@@ -224,7 +226,27 @@ class Consumption:
                 lane.running.release()
                 continue
             delivery.dispatched = True
-            self.inbox.put_nowait(delivery)
+            if lane.listener_task is None:
+                self.inbox.put_nowait(delivery)
+            else:
+                self.spawn(self._listen(delivery), f"listen-{delivery.task_id}")
+
+    async def _listen(self, delivery: Delivery) -> None:
+        """One listener run, then its settlement: a transient failure comes back later.
+
+        Events do not go through taskiq's receiver: a listener needs none of its
+        per-message machinery (formatter, middlewares, result backend), and six
+        runs of it per task were most of a worker's time (docs/adr/0003).
+        """
+        try:
+            await self._run_listener(delivery.lane, delivery.payload)
+        except Exception as exc:
+            if is_transient(exc):
+                delivery.back_off(self.settings)
+            else:  # event_listener catches handler bugs; this is one of a raw listener
+                logger.error("listener %s failed on %s: %s", delivery.lane.durable,
+                             delivery.task_id, describe(exc))  # fmt: skip
+        await self.settle(delivery)
 
     async def _accept(self, lane: Lane, msg: Msg) -> None:
         """Turn a NATS message into a taskiq delivery, or settle it here and now."""
@@ -264,7 +286,7 @@ class Consumption:
         return delivery
 
     async def _event_delivery(self, lane: Lane, msg: Msg) -> Delivery | None:
-        """An event as its listener's taskiq message; one that cannot be is counted, acked."""
+        """An event as its listener's delivery; one that cannot be is counted, acked."""
         payload = decode_payload(msg.data)
         event_id = payload.get("event_id") if isinstance(payload, dict) else None
         task_id = f"{lane.durable}:{event_id or msg.reply}"
@@ -274,12 +296,7 @@ class Consumption:
         if isinstance(payload, Unreadable):
             await self._skip(lane, msg, task_id, payload)
             return None
-        try:
-            data = self._listener_message(lane, payload, task_id)
-        except Exception as exc:
-            await self._skip(lane, msg, task_id, Unreadable("undecodable", describe(exc)))
-            return None
-        return Delivery(msg, lane, task_id, data)
+        return Delivery(msg, lane, task_id, b"", payload=payload)
 
     async def _skip(self, lane: Lane, msg: Msg, task_id: str, why: Unreadable) -> None:
         self._count_unreadable(lane, why.reason)

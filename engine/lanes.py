@@ -103,15 +103,20 @@ class Lane:
 
 @dataclass(eq=False)
 class Delivery:
-    """A message handed to taskiq and not yet settled (acked or nacked)."""
+    """A message fetched and not yet settled (acked or nacked)."""
 
     msg: Msg
     lane: Lane
     task_id: str
-    data: bytes
+    data: bytes  # what taskiq decodes (commands)
+    payload: Any = None  # what the listener gets (events)
     retry_delay: float | None = None
     dispatched: bool = False
     settled: bool = False
+
+    def back_off(self, settings: Settings) -> None:
+        """Nack instead of ack, delayed twice as long as the attempt before (up to 60 s)."""
+        self.retry_delay = min(settings.retry_delay * 2 ** (self.attempt - 1), 60.0)
 
     @property
     def attempt(self) -> int:

@@ -143,13 +143,7 @@ class LifecycleMiddleware(TaskiqMiddleware):
 
     async def pre_execute(self, message: TaskiqMessage) -> TaskiqMessage:
         if is_event_task(message.labels):
-            # What a listener publishes or kicks continues the story of the event it read.
-            payload = message.args[0] if message.args else None
-            if isinstance(payload, dict):
-                cause = str(payload.get("event_id") or message.task_id)
-                correlation = str(payload.get("correlation_id") or cause)
-                current_task.set(TaskContext(cause, message.task_name, correlation))
-            return message
+            return message  # listeners run beside taskiq (engine.consuming): not here
         correlation = str(message.labels.get(CORRELATION_LABEL) or message.task_id)
         current_task.set(TaskContext(message.task_id, message.task_name, correlation))
         self.running += 1

@@ -188,6 +188,10 @@ async def private_lane(client: OneManageBroker) -> AsyncIterator[Lane]:
     await client.js.delete_stream(name)
 
 
+async def _no_listener(*_: object) -> None:
+    raise AssertionError("no listener lane here")
+
+
 def _consumption(
     client: OneManageBroker, knows: Callable[[str], bool], ack_wait: float | None = None
 ) -> Consumption:
@@ -204,7 +208,7 @@ def _consumption(
         client.connection,
         settings,
         knows=knows,
-        listener_message=lambda *_: b"",
+        run_listener=_no_listener,
         decode_task=client.formatter.loads,
         record_refused=record_refused,
         count_unreadable=lambda *_: None,
