@@ -37,7 +37,7 @@ PARTS = {
     "pull and settle (engine/consuming)": ("Consumption._pull", "Consumption.settle"),
     "lifecycle events: build and publish": ("publish_event (", "LifecycleMiddleware._send"),
     "listener runs through taskiq": ("decorate.<locals>.receive",),
-    "  statistics compare-and-set": ("fold_task_event",),
+    "  statistics compare-and-set": ("fold_task_events",),
     "  audit append": ("AuditLog.append",),
     "result store (KV put)": ("NatsKVResultBackend.set_result",),
     "pydantic dump and validate": ("model_dump_json", "model_validate", "BaseModel.__init__"),

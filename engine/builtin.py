@@ -10,12 +10,13 @@ from __future__ import annotations
 from engine.app import broker, event_listener
 from engine.events.audit import AuditLog
 from engine.events.schemas import BaseEvent, TaskEvent
-from engine.events.stats import fold_task_event
+from engine.events.stats import StatsFolder
 from engine.tasks import psd, workflow
 
 __all__ = ["audit_log", "broker", "psd", "task_stats", "workflow"]
 
 _audit = AuditLog()
+_stats = StatsFolder(broker)
 
 
 @event_listener("audit-log")
@@ -26,6 +27,6 @@ async def audit_log(event: BaseEvent) -> None:
 
 @event_listener("task-stats", "events.task.>")
 async def task_stats(event: BaseEvent) -> None:
-    """Fold each lifecycle event into its task type's statistics."""
+    """Fold each lifecycle event into its task type's statistics (group commit)."""
     if isinstance(event, TaskEvent):
-        await fold_task_event(broker, event)
+        await _stats.fold(event)

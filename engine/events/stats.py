@@ -1,13 +1,15 @@
 """Per task type statistics in a KV bucket, so ``onemanage status`` shows them from any host.
 
 The ``task-stats`` listener (engine.builtin) folds each lifecycle event in
-with a compare-and-set, so any number of workers can share one bucket. A
+with a compare-and-set, so any number of workers can share one bucket; the
+events that arrive during a write share the next (StatsFolder). A
 redelivered event is folded once: event_listener skips an event its durable
 already marked as handled (engine.events.marks).
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import datetime
 
@@ -113,15 +115,72 @@ async def _stored(broker: OneManageBroker, key: str) -> tuple[TaskTypeStats | No
 
 async def fold_task_event(broker: OneManageBroker, event: TaskEvent, attempts: int = 20) -> None:
     """Fold one lifecycle event into its task type's statistics (compare-and-set)."""
+    await fold_task_events(broker, [event], attempts)
+
+
+async def fold_task_events(
+    broker: OneManageBroker, events: list[TaskEvent], attempts: int = 20
+) -> None:
+    """Fold events of one task type into its statistics with one compare-and-set."""
     kv = await broker.key_value(STATS_BUCKET)
-    key = stats_key(event.task_name)
+    name = events[0].task_name
+    key = stats_key(name)
     for _ in range(attempts):
         stored, revision = await _stored(broker, key)
-        stats = stored or TaskTypeStats(task_name=event.task_name)
-        stats.apply(event)
+        stats = stored or TaskTypeStats(task_name=name)
+        for event in events:
+            stats.apply(event)
         try:
             await kv.update(key, stats.model_dump_json().encode(), last=revision)
             return
         except KeyWrongLastSequenceError:
             continue  # another worker updated it first: read again
-    raise TransientError(f"statistics of {event.task_name} kept changing under us")
+    raise TransientError(f"statistics of {name} kept changing under us")
+
+
+class StatsFolder:
+    """Group commit of the statistics: the events that arrive while one write is on the
+    wire go out together in the next, one compare-and-set per task type.
+
+    Each caller returns only once its event is written (or raises TransientError),
+    so an event is acked after its write and a crash loses nothing. One writer
+    per process also keeps this worker's folds from racing each other's CAS.
+    """
+
+    def __init__(self, broker: OneManageBroker) -> None:
+        self.broker = broker
+        self._pending: list[tuple[TaskEvent, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def fold(self, event: TaskEvent) -> None:
+        written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((event, written))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_all(), name="task-stats-writer")
+        await written
+
+    async def _write_all(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            by_key: dict[str, list[tuple[TaskEvent, asyncio.Future[None]]]] = {}
+            for entry in batch:
+                by_key.setdefault(stats_key(entry[0].task_name), []).append(entry)
+            for entries in by_key.values():
+                try:
+                    await fold_task_events(self.broker, [event for event, _ in entries])
+                except Exception as exc:
+                    failure = (
+                        exc
+                        if isinstance(exc, TransientError)
+                        else TransientError(f"cannot write the statistics: {exc}")
+                    )
+                    outcome: BaseException | None = failure
+                else:
+                    outcome = None
+                for _, written in entries:
+                    if written.done():
+                        continue  # its caller is gone (the worker stops)
+                    if outcome is None:
+                        written.set_result(None)
+                    else:
+                        written.set_exception(outcome)

@@ -19,7 +19,7 @@ from engine.app import create_broker
 from engine.broker import OneManageBroker
 from engine.events.publisher import publish_event
 from engine.events.schemas import TaskQueued
-from engine.events.stats import TaskTypeStats, fold_task_event, read_task_stats
+from engine.events.stats import StatsFolder, TaskTypeStats, fold_task_event, read_task_stats
 from engine.settings import Settings
 from engine.streams import EVENTS, STATS_BUCKET
 from tests.support.waiting import eventually
@@ -171,3 +171,19 @@ async def test_follow_is_the_same_reader_going_on_live(private: OneManageBroker)
     finally:
         follow.cancel()
         await asyncio.gather(follow, return_exceptions=True)
+
+
+async def test_folds_from_two_folders_at_once_count_every_event(private: OneManageBroker) -> None:
+    """Group commit: concurrent events share writes, and two writers (two workers) racing
+    on the same keys lose none of them."""
+    first, second = StatsFolder(private), StatsFolder(private)
+    events = [
+        TaskQueued(task_id=f"t{n}", task_name="shared" if n % 3 else "other") for n in range(90)
+    ]
+    await asyncio.gather(
+        *((first if n % 2 else second).fold(event) for n, event in enumerate(events))
+    )
+    stats = {s.task_name: s.queued for s in await read_task_stats(private)}
+    assert stats == {"other": 30, "shared": 60}
+    info = await private.js.stream_info(f"KV_{STATS_BUCKET}")
+    assert (info.state.last_seq or 0) < len(events)  # fewer writes than events
