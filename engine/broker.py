@@ -267,7 +267,10 @@ class OneManageBroker(AsyncBroker):
         )
 
     async def listen(self) -> AsyncGenerator[AckableMessage, None]:
-        """Yield deliveries from every lane; taskiq acks each through settle()."""
+        """Yield the command lanes' deliveries; taskiq acks each through settle().
+
+        Listener lanes do not come here: engine.consuming calls their handlers.
+        """
         if self.consumption is None:
             raise RuntimeError("listen() is for worker processes, after startup()")
         inbox = self.consumption.inbox

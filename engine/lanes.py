@@ -77,7 +77,7 @@ def describe(exc: BaseException, limit: int = 500) -> str:
 class Lane:
     """One durable consumer this worker pulls from, with its own concurrency.
 
-    ``running`` bounds the messages handed to taskiq; ``held`` bounds those
+    ``running`` bounds the messages being run (by taskiq or a listener); ``held`` those
     fetched, ``prefetch`` more, so the next batch is already here when a task
     ends (one fetch round trip per message capped throughput at ~750/s).
     """
