@@ -36,7 +36,7 @@ PARTS = {
     "taskiq receiver (every task)": ("Receiver.callback",),
     "pull and settle (engine/consuming)": ("Consumption._pull", "Consumption.settle"),
     "lifecycle events: build and publish": ("publish_event (", "LifecycleMiddleware._send"),
-    "listener runs through taskiq": ("decorate.<locals>.receive",),
+    "listener runs": ("decorate.<locals>.receive",),
     "  statistics compare-and-set": ("fold_task_events",),
     "  audit append": ("AuditLog.append",),
     "result store (KV put)": ("NatsKVResultBackend.set_result",),

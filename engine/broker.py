@@ -53,8 +53,6 @@ class OneManageBroker(AsyncBroker):
         self.connection = Connection()
         self.consumption: Consumption | None = None
         self.listener_counters: dict[str, ListenerCounters] = {}  # reported in heartbeats
-        # Listener task name -> the call a delivery makes (engine.events.listeners).
-        self.listener_runs: dict[str, Callable[[Any], Awaitable[None]]] = {}
         self.record_refused: RecordRefused | None = None  # set by engine.deadletters
         # Awaited before each fetch of a lane (engine.discards looks for skipped events).
         self.fetch_hooks: list[Callable[[Lane], Awaitable[None]]] = []
@@ -202,12 +200,10 @@ class OneManageBroker(AsyncBroker):
         read: its cause is that event, its correlation the event's.
         """
         assert lane.listener_task is not None
-        run = self.listener_runs.get(lane.listener_task)
-        if run is None:  # the raw form, @broker.task(**listener(...)): its function
-            task = self.find_task(lane.listener_task)
-            if task is None:
-                raise RuntimeError(f"no listener {lane.listener_task} in this worker")
-            run = task.original_func
+        task = self.find_task(lane.listener_task)
+        if task is None:
+            raise RuntimeError(f"no listener {lane.listener_task} in this worker")
+        run = task.original_func  # event_listener's receive, or a raw event task's function
         if isinstance(payload, dict):
             cause = str(payload.get("event_id") or lane.durable)
             correlation = str(payload.get("correlation_id") or cause)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -145,7 +146,6 @@ class Connection:
         self._js: JetStreamContext | None = None
         self.embedded_server: embedded.EmbeddedServer | None = None
         self.closing = False
-        self.last_error: Exception | None = None  # the server's last complaint
         self._refused: asyncio.Event | None = None  # set when the server refuses the credentials
 
     @property
@@ -203,7 +203,11 @@ class Connection:
         return client
 
     async def _connect_or_explain(
-        self, client: Client, attempt: Any, servers: list[str], timeout: float
+        self,
+        client: Client,
+        attempt: Coroutine[Any, Any, None],
+        servers: list[str],
+        timeout: float,
     ) -> None:
         """Wait for ``attempt``; on failure raise an error that says why.
 
@@ -252,7 +256,6 @@ class Connection:
             self.embedded_server = None
 
     async def _on_error(self, exc: Exception) -> None:
-        self.last_error = exc
         # nats-py reports it as a plain Error: "nats: 'Authorization Violation'".
         if self._refused is not None and "authorization violation" in str(exc).lower():
             self._refused.set()

@@ -5,7 +5,8 @@ the task that kicks (so a workflow's sub-tasks share its correlation id).
 Worker side: started, succeeded or failed (with duration, attempt and worker
 id), transient failures turned into redeliveries, and a heartbeat every
 ``heartbeat_interval`` seconds. Event tasks get no lifecycle events: a listener
-reacting to its own events would loop forever.
+reacting to its own events would loop forever (they never reach taskiq's
+receiver: engine.consuming calls them).
 
 Lifecycle event ids are derived, not random: TaskQueued from the task id (a
 kick repeated with the same task id is one queued event), the others from the
@@ -142,8 +143,6 @@ class LifecycleMiddleware(TaskiqMiddleware):
     # -- worker side ---------------------------------------------------------------
 
     async def pre_execute(self, message: TaskiqMessage) -> TaskiqMessage:
-        if is_event_task(message.labels):
-            return message  # listeners run beside taskiq (engine.consuming): not here
         correlation = str(message.labels.get(CORRELATION_LABEL) or message.task_id)
         current_task.set(TaskContext(message.task_id, message.task_name, correlation))
         self.running += 1
@@ -172,8 +171,6 @@ class LifecycleMiddleware(TaskiqMiddleware):
             self.onemanage.retry_later(message.task_id)
 
     async def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
-        if is_event_task(message.labels):
-            return
         self.running -= 1
         self.processed += 1
         started = self._started.pop(message.task_id, None)

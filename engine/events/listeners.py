@@ -75,11 +75,9 @@ def event_listener(
 
         receive.__name__ = handler.__name__
         receive.__doc__ = handler.__doc__
-        task_name = f"listener.{durable}"
         task: ListenerTask = broker.task(
-            task_name=task_name, **listener(durable, subject, deliver)
+            task_name=f"listener.{durable}", **listener(durable, subject, deliver)
         )(receive)
-        broker.listener_runs[task_name] = receive
         return task
 
     return decorate
