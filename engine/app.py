@@ -50,7 +50,7 @@ def create_broker(settings: Settings | None = None) -> OneManageBroker:
 
     broker.add_event_handler(TaskiqEvents.WORKER_STARTUP, dead_letters)
     watch = DiscardWatch(broker)
-    broker.fetch_hooks.append(watch.before_fetch)
+    broker.fetch_watchers.append(watch)
     watching: list[asyncio.Task[None]] = []
 
     async def discards(state: TaskiqState) -> None:

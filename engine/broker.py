@@ -17,7 +17,7 @@ import asyncio
 import functools
 import inspect
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from nats.aio.client import Client
@@ -34,7 +34,7 @@ from engine.consuming import Consumption, RecordRefused
 from engine.context import TaskContext, current_task
 from engine.events.schemas import DeadLetterReason, LaneHealth, ListenerCounters
 from engine.identity import process_identity
-from engine.lanes import Delivery, Lane, consumer_config, plan_lanes
+from engine.lanes import Delivery, FetchWatcher, Lane, consumer_config, plan_lanes
 from engine.roles import Role
 from engine.routing import TASK_ID_HEADER, check_task, is_event_task, lane_of, task_subject
 from engine.settings import Settings, load_settings
@@ -54,8 +54,8 @@ class OneManageBroker(AsyncBroker):
         self.consumption: Consumption | None = None
         self.listener_counters: dict[str, ListenerCounters] = {}  # reported in heartbeats
         self.record_refused: RecordRefused | None = None  # set by engine.deadletters
-        # Awaited before each fetch of a lane (engine.discards looks for skipped events).
-        self.fetch_hooks: list[Callable[[Lane], Awaitable[None]]] = []
+        # Shown each fetch of a lane (engine.discards counts skipped events).
+        self.fetch_watchers: list[FetchWatcher] = []
         self.ready = asyncio.Event()  # set once a worker pulls from all its lanes
         self._buckets: dict[str, KeyValue] = {}  # bound on this connection; cleared at shutdown
         self.add_event_handler(TaskiqEvents.WORKER_STARTUP, self._create_streams)
@@ -235,11 +235,18 @@ class OneManageBroker(AsyncBroker):
         return {lane.durable: lane.health.report() for lane in self.lanes}
 
     async def _before_fetch(self, lane: Lane) -> None:
-        for hook in self.fetch_hooks:
+        for watcher in self.fetch_watchers:
             try:
-                await hook(lane)
+                await watcher.before_fetch(lane)
             except Exception as exc:  # a look that failed must not stop the lane
-                logger.debug("fetch hook on %s: %s", lane.durable, exc)
+                logger.debug("fetch watcher on %s: %s", lane.durable, exc)
+
+    async def _fetched(self, lane: Lane, messages: list[Msg]) -> None:
+        for watcher in self.fetch_watchers:
+            try:
+                await watcher.fetched(lane, messages)
+            except Exception as exc:
+                logger.debug("fetch watcher on %s: %s", lane.durable, exc)
 
     async def _start_consuming(self) -> None:
         lanes = plan_lanes(self.get_all_tasks(), self.settings)
@@ -255,6 +262,7 @@ class OneManageBroker(AsyncBroker):
             count_unreadable=self._count_unreadable,
             repair=self._repair,
             before_fetch=self._before_fetch,
+            fetched=self._fetched,
         )
         self.consumption.start(lanes)
         self.ready.set()

@@ -93,6 +93,7 @@ class Consumption:
         count_unreadable: CountUnreadable,
         repair: Callable[[Lane], Awaitable[None]],
         before_fetch: Callable[[Lane], Awaitable[None]] | None = None,
+        fetched: Callable[[Lane, list[Msg]], Awaitable[None]] | None = None,
     ) -> None:
         self.connection = connection
         self.settings = settings
@@ -107,6 +108,7 @@ class Consumption:
         self._count_unreadable = count_unreadable
         self._repair = repair
         self._before_fetch = before_fetch
+        self._fetched = fetched
         self._loops: set[asyncio.Task[None]] = set()
 
     @property
@@ -180,6 +182,8 @@ class Consumption:
                     await self._before_fetch(lane)
                 messages = await subscription.fetch(wanted, timeout=s.fetch_timeout)
                 lane.health.fetched()
+                if self._fetched is not None:
+                    await self._fetched(lane, messages)
                 lane.behind = _pending_after(messages)
             except (TimeoutError, nats.errors.TimeoutError):
                 if self.connection.is_connected:

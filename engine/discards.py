@@ -3,12 +3,19 @@
 EVENTS is a limits stream: when full it drops its oldest messages whether or
 not a durable has read them, and the durable then jumps past them without a
 word (its delivered pointer lands below the stream's first sequence,
-PLATFORM-NOTES). A worker compares each of its listener durables' pointer
-with the stream's first sequence, every heartbeat and, while the stream is
-near its limits, before each fetch of a listener lane; each gap is counted
-once in ``ListenerCounters.missed`` (travels in the heartbeat) and logged as
-an error. Every process of a durable sees the same gap: readers take the
-largest count per durable, not the sum.
+PLATFORM-NOTES). A worker counts each jump once in ``ListenerCounters.missed``
+(travels in the heartbeat) and logs it as an error, two ways:
+
+- a look compares the durable's pointer with the stream's first sequence:
+  every heartbeat and, while the stream is near its limits, before each fetch
+  of a listener lane (this is what finds the gap of a stopped worker);
+- each fetch compares a delivery with the durable's one before it (consumer
+  sequences one apart): the stream sequences between them that the look has not
+  counted were jumped over at the server, between the look and the fetch.
+
+Every process of a durable sees the same looked-at gap, but only the one that
+fetched sees the jump of its fetch: readers take the largest count per
+durable, which is exact for one process and a lower bound for several.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import contextlib
 import logging
 import time
 
+from nats.aio.msg import Msg
 from nats.js.api import StreamInfo
 from nats.js.errors import NotFoundError
 
@@ -31,6 +39,7 @@ logger = logging.getLogger(__name__)
 NEAR_FULL = 0.9  # of max_bytes or max_msgs: from here on a lagging listener can lose events
 LOOK_EVERY = 0.1  # seconds: how often a lane that is behind asks whether the stream is full
 LOG_EVERY = 10.0  # seconds between two error lines about one durable
+MAX_UNRESOLVED = 256  # a filtered lane's gaps kept for the next look before one is made
 
 
 def near_limits(info: StreamInfo) -> bool:
@@ -51,6 +60,11 @@ def carried_past_its_own(filter_subject: str | None, pending: int) -> bool:
     return filter_subject in (None, "", EVENTS_SUBJECTS) or pending > 0
 
 
+def filtered(lane: Lane) -> bool:
+    """Does the lane read part of EVENTS only (carried past other subjects' events too)?"""
+    return lane.filter_subject not in ("", EVENTS_SUBJECTS)
+
+
 class DiscardWatch:
     """Counts, per listener durable, the events discarded before it read them."""
 
@@ -58,6 +72,8 @@ class DiscardWatch:
         self.broker = broker
         self.at_risk = False
         self._through: dict[str, int] = {}  # per durable: the last sequence already accounted for
+        self._last: dict[str, tuple[int, int]] = {}  # per durable: consumer, stream seq delivered
+        self._unresolved: dict[str, list[tuple[int, int]]] = {}  # filtered: gaps for the next look
         self._looked = 0.0
         self._unlogged: dict[str, tuple[int, float]] = {}  # per durable: count, first at
 
@@ -79,16 +95,19 @@ class DiscardWatch:
         self.at_risk = near_limits(info)
         for durable in durables:
             with contextlib.suppress(NotFoundError):  # created when its lane starts
-                await self.check(durable, info.state.first_seq)
+                pointer = await self.check(durable, info.state.first_seq)
+                # Only a first pointer: a fetch may be under way, its jump not yet paired.
+                self._last.setdefault(durable, pointer)
 
     async def before_fetch(self, lane: Lane) -> None:
-        """Look before a fetch of a lane that may be overtaken: a fetch is when the jump happens.
+        """Look before a fetch of a filtered lane that may be overtaken.
 
         A lane is looked at while EVENTS is near full; one that is behind also
         refreshes that verdict every LOOK_EVERY seconds (a flood can fill the
-        stream between two heartbeats). A listener that keeps up costs nothing.
+        stream between two heartbeats). A listener that keeps up costs nothing,
+        and an unfiltered one needs no look: its deliveries show every jump.
         """
-        if lane.stream != EVENTS:
+        if lane.stream != EVENTS or not filtered(lane):
             return
         now = time.monotonic()
         if not self.at_risk and not (lane.behind and now - self._looked >= LOOK_EVERY):
@@ -96,31 +115,86 @@ class DiscardWatch:
         self._looked = now
         info = await self.broker.js.stream_info(EVENTS)
         self.at_risk = near_limits(info)
+        self._resolve(lane.durable, info.state.first_seq)
         if self.at_risk:
-            await self.check(lane.durable, info.state.first_seq)
+            self._last[lane.durable] = await self.check(lane.durable, info.state.first_seq)
 
-    async def check(self, durable: str, first_seq: int) -> int:
-        """Count the events below ``first_seq`` the durable never got; returns the new ones."""
+    async def check(self, durable: str, first_seq: int) -> tuple[int, int]:
+        """Count the events below ``first_seq`` the durable never got.
+
+        Returns its pointer (consumer and stream sequence last delivered), which the
+        next delivery is paired with.
+        """
+        self._resolve(durable, first_seq)
         info = await self.broker.js.consumer_info(EVENTS, durable)
         delivered = (info.delivered.stream_seq or 0) if info.delivered else 0
-        never_delivered = not (info.delivered and info.delivered.consumer_seq)
+        consumer_seq = (info.delivered.consumer_seq or 0) if info.delivered else 0
+        pointer = (consumer_seq, delivered)
         known = self._through.get(durable)
-        if known is None and never_delivered:
+        if known is None and not consumer_seq:
             # A new durable: what the stream dropped before it existed was never its to read.
             self._through[durable] = max(delivered, first_seq - 1)
-            return 0
+            return pointer
         through = max(delivered, known or 0)
-        gap = first_seq - 1 - through
-        if gap <= 0:
-            return 0
-        if not carried_past_its_own(info.config.filter_subject, info.num_pending):
-            self._through[durable] = first_seq - 1  # only other subjects' events went
-            return 0
+        if first_seq - 1 <= through:
+            return pointer
         self._through[durable] = first_seq - 1
+        if carried_past_its_own(info.config.filter_subject, info.num_pending):
+            self._count(durable, first_seq - 1 - through)  # else only other subjects' went
+        return pointer
+
+    async def fetched(self, lane: Lane, messages: list[Msg]) -> None:
+        """Count the jumps a fetch made: gaps between a delivery and the one before it.
+
+        Only a first delivery that follows this process's last known one (consumer
+        sequences one apart) can be paired; another process's fetch in between
+        leaves that jump to the other process. A gap of an unfiltered durable is
+        exactly what the stream dropped. A filtered durable is carried past other
+        subjects too: its gaps count only while it was behind on its own, and only
+        what was below the stream's first sequence, at the next look.
+        """
+        if lane.stream != EVENTS or not messages:
+            return
+        durable = lane.durable
+        last = self._last.get(durable)
+        gaps: list[tuple[int, int]] = []  # (last sequence accounted for, the one delivered next)
+        for msg in messages:
+            meta = msg.metadata
+            consumer_seq, stream_seq = meta.sequence.consumer, meta.sequence.stream
+            if last is not None and consumer_seq == last[0] + 1 and meta.num_delivered == 1:
+                through = max(last[1], self._through.get(durable, 0))
+                if stream_seq - 1 > through:
+                    gaps.append((through, stream_seq))
+            if meta.num_delivered == 1 or last is None:
+                last = (consumer_seq, stream_seq)
+            else:  # a redelivery: the pointer stays where it was
+                last = (consumer_seq, last[1])
+        if last is not None:
+            self._last[durable] = last
+        if not gaps:
+            return
+        if not filtered(lane):
+            self._through[durable] = max(self._through.get(durable, 0), gaps[-1][1] - 1)
+            self._count(durable, sum(next_seq - 1 - through for through, next_seq in gaps))
+        elif lane.behind:
+            unresolved = self._unresolved.setdefault(durable, [])
+            unresolved.extend(gaps)
+            if self.at_risk or len(unresolved) > MAX_UNRESOLVED:
+                self._resolve(durable, (await self.broker.js.stream_info(EVENTS)).state.first_seq)
+
+    def _resolve(self, durable: str, first_seq: int) -> None:
+        """Count a filtered durable's gaps below ``first_seq``: those the stream dropped."""
+        gaps = self._unresolved.pop(durable, [])
+        gap = sum(max(0, min(next_seq, first_seq) - 1 - through) for through, next_seq in gaps)
+        if gap > 0:
+            below = min(max(next_seq for _, next_seq in gaps), first_seq) - 1
+            self._through[durable] = max(self._through.get(durable, 0), below)
+            self._count(durable, gap)
+
+    def _count(self, durable: str, gap: int) -> None:
         counters = self.broker.listener_counters.setdefault(durable, ListenerCounters())
         counters.missed += gap
         self._log(durable, gap)
-        return gap
 
     def _log(self, durable: str, gap: int) -> None:
         """One error line per durable every LOG_EVERY seconds, with the count since the last."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -99,6 +99,14 @@ class Lane:
         self.held = asyncio.Semaphore(self.max_in_flight + self.prefetch)
         self.running = asyncio.Semaphore(self.max_in_flight)
         self.waiting = asyncio.Queue()
+
+
+class FetchWatcher(Protocol):
+    """Looks at a lane around each of its fetches (engine.discards counts skipped events)."""
+
+    async def before_fetch(self, lane: Lane) -> None: ...
+
+    async def fetched(self, lane: Lane, messages: list[Msg]) -> None: ...
 
 
 @dataclass(eq=False)

@@ -143,7 +143,11 @@ async def test_a_listener_behind_the_discards_reports_what_it_missed(
 async def test_a_running_listener_overtaken_by_the_discards_counts_its_losses(
     small: tuple[embedded.EmbeddedServer, OneManageBroker], tmp_path: Path
 ) -> None:
-    """While EVENTS is full, each fetch of a listener lane is where it may jump: looked at first."""
+    """Each jump is counted at the fetch that made it: losses and count agree.
+
+    Before, a look before each fetch missed what went between it and the fetch:
+    984 of 2,190 counted in one run, 2,080 of 2,482 in another.
+    """
     server, broker = small
     env = _env(server.url, tmp_path / "data", ONEMANAGE_LISTENER_CONCURRENCY="1")
     worker = WorkerProcess(tmp_path, 1, env, modules=("tests.support.slow_listener",))
@@ -152,23 +156,28 @@ async def test_a_running_listener_overtaken_by_the_discards_counts_its_losses(
         async with EventCollector(broker, "events.worker.>") as events:
             await worker.ready(events)
             await _publish(broker, flood, "flood", pad=200)  # ~100/s read, thousands/s written
+            last_flood = (await broker.js.stream_info(EVENTS)).state.last_seq
 
-            await settled(broker, EVENTS, "slow-reader", timeout=60)
+            for durable in ("slow-reader", "slow-all"):  # the second reads heartbeats too
+                await settled(broker, EVENTS, durable, through=last_flood, timeout=60)
             after = datetime.now(UTC)
 
-            def reported() -> ListenerCounters | None:
-                """The slow reader's counters in a heartbeat sent after it caught up."""
+            def reported() -> dict[str, ListenerCounters] | None:
+                """Both readers' counters in a heartbeat sent after they caught up."""
                 for beat in reversed(events.matching(lambda e: isinstance(e, WorkerHeartbeat))):
                     if isinstance(beat, WorkerHeartbeat) and beat.timestamp > after:
-                        return beat.listeners.get("slow-reader")
+                        return beat.listeners
                 return None
 
-            seen = await eventually(reported, 30, "no heartbeat after the reader caught up")
-        lost = flood - seen.handled
-        assert lost > flood // 2  # the set-up did outrun the listener
-        # A lower bound (what went between a look and its fetch is not seen), far from zero:
-        # 2,080 of 2,482 in the run that set this bound.
-        assert lost // 2 <= seen.missed, (seen, lost)
+            seen = await eventually(reported, 30, "no heartbeat after the readers caught up")
+            others = len(events.matching(lambda e: True))  # the worker's own, on other subjects
+        for durable in ("slow-reader", "slow-all"):
+            counters = seen[durable]
+            lost = flood - counters.handled
+            assert lost > flood // 2, counters  # the set-up did outrun the listener
+            # Exact but for the worker's own events among those dropped: the filtered
+            # reader is carried past them, the other one reads them (PLATFORM-NOTES).
+            assert lost <= counters.missed <= lost + others, (durable, counters, lost, others)
     finally:
         worker.stop()
 
