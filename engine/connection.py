@@ -22,6 +22,7 @@ from nats.js import JetStreamContext
 
 from engine import credentials, embedded
 from engine.errors import NotConnectedError, PermissionDeniedError
+from engine.headers import parse_header_lines
 from engine.redaction import redact, redact_netloc
 from engine.roles import ROLES, Role, inbox_prefix
 from engine.settings import Settings
@@ -44,6 +45,8 @@ class _Client(Client):
     def __init__(self) -> None:
         super().__init__()
         self.denied: dict[str, str] = {}  # lower-cased subject -> what the server refused
+
+    _parse_header_lines = staticmethod(parse_header_lines)  # the same result, faster
 
     async def _process_err(self, err_msg: str) -> None:
         text = err_msg.strip("'")
