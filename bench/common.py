@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -54,6 +56,7 @@ def private_server() -> tuple[embedded.EmbeddedServer, Path]:
     password = secrets.token_urlsafe(24)
     config = embedded.auth_config(data / "server", [{"user": BENCH_USER, "password": password}])
     server = embedded.start(data / "server", detach=False, config=config)
+    atexit.register(_remove, server, data)  # a run's store is tens of MB: none is left behind
     os.environ.update(
         ONEMANAGE_NATS_URL=server.url,
         ONEMANAGE_CREDENTIALS_DIR=str(server.credentials_dir),
@@ -64,6 +67,12 @@ def private_server() -> tuple[embedded.EmbeddedServer, Path]:
         BENCH_ADMIN_URL=server.url.replace("nats://", f"nats://{BENCH_USER}:{password}@"),
     )
     return server, data
+
+
+def _remove(server: embedded.EmbeddedServer, data: Path) -> None:
+    """Stop the server if the run did not, then delete its store and credentials."""
+    server.stop()
+    shutil.rmtree(data, ignore_errors=True)
 
 
 class Counter:
