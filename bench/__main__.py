@@ -1,7 +1,7 @@
 """Every benchmark, each ratio against its baseline measured in the same run, with its target.
 
-Runs bench.tasks, bench.publish and bench.console, each in a process of its
-own (each starts its own private server), collects what they measured, prints
+Runs bench.tasks, bench.publish, bench.console and bench.psd, each in a process
+of its own (each starts its own private server), collects what they measured, prints
 every target as "met", "missed" or "not measured", with the machine, and
 writes the whole result as JSON. Targets are issue 10's; they are not tests:
 a missed one is a figure to improve, not a failure.
@@ -31,10 +31,11 @@ from engine.embedded import find_binary
 Figures = dict[str, float]
 
 # (module, its arguments in a full run, in a quick one)
-RUNS = (
+RUNS: tuple[tuple[str, list[str], list[str]], ...] = (
     ("bench.tasks", ["--tasks", "3000"], ["--tasks", "1000"]),
     ("bench.publish", ["--events", "2000"], ["--events", "300"]),
     ("bench.console", [], ["--events", "30000", "--presses", "40", "--skip-rss"]),
+    ("bench.psd", [], ["--repeat", "2", "--workflows", "10"]),  # generated PSDs
 )
 
 
