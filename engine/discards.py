@@ -7,11 +7,11 @@ PLATFORM-NOTES). A worker counts each jump once in ``ListenerCounters.missed``
 (travels in the heartbeat) and logs it as an error, two ways:
 
 - a look compares the durable's pointer with the stream's first sequence:
-  every heartbeat and, while the stream is near its limits, before each fetch
-  of a listener lane (this is what finds the gap of a stopped worker);
+  every heartbeat (this is what finds the gap of a stopped worker) and, for a
+  filtered listener while the stream is near its limits, before each fetch;
 - each fetch compares a delivery with the durable's one before it (consumer
-  sequences one apart): the stream sequences between them that the look has not
-  counted were jumped over at the server, between the look and the fetch.
+  sequences one apart): the stream sequences between them that no look has
+  counted were jumped over at the server, at that fetch.
 
 Every process of a durable sees the same looked-at gap, but only the one that
 fetched sees the jump of its fetch: readers take the largest count per

@@ -1,11 +1,11 @@
 """NATS header blocks parsed as nats-py parses them, without its cost per character.
 
 nats-py 2.16 checks every character of every header name with a generator
-(``any(c.isspace() for c in key)``). A direct-get answer carries six headers
-per message, so that check was over half of the console's reading time:
-6,100 events/s read where the same loop with this parser reads several times
-more (docs/adr/0003-throughput.md). The result is the same dict: one regex
-search stands for the generator (``\\s`` matches what ``str.isspace`` does).
+(``any(c.isspace() for c in key)``): 15 µs for the seven headers of a
+direct-get answer's message, where this parser takes 6.5 µs and the console's
+read alone went from ~15,000 to ~24,000 events/s (docs/adr/0003-throughput.md).
+The result is the same dict: one regex search stands for the generator
+(``\\s`` matches what ``str.isspace`` does).
 """
 
 from __future__ import annotations
