@@ -15,12 +15,11 @@ import argparse
 import asyncio
 import statistics
 import time
-from pathlib import Path
 
 from bench.common import private_server, start_worker, stop_worker, wait_for_workers
+from bench.psd import from_dirs, service
 from engine.app import broker
 from engine.events.schemas import PsdWorkflowCompleted, PsdWorkflowFailed
-from engine.services import psd
 from engine.services.samples import make_demo_psd
 from engine.submit import SubmitError, follow_workflow, submit_psd
 
@@ -32,27 +31,10 @@ def generated() -> list[tuple[str, bytes]]:
     ]
 
 
-def from_dirs(dirs: list[str]) -> list[tuple[str, bytes]]:
-    files = []
-    for directory in dirs:
-        for path in sorted(Path(directory).iterdir()):
-            if path.suffix.lower() in (".psd", ".psb"):
-                files.append((path.name, path.read_bytes()))
-    return files
-
-
 def direct(data: bytes) -> tuple[float, str]:
     """The four service functions in this process; (seconds, outcome)."""
-    limits = broker.settings.psd
-    started = time.perf_counter()
-    try:
-        psd.inspect(data, limits)
-        psd.parse(data, limits)
-        psd.render_preview(data, limits)
-        psd.export_layers(data, limits)
-    except psd.PsdError as exc:
-        return time.perf_counter() - started, exc.code
-    return time.perf_counter() - started, "ok"
+    steps, outcome = service(data, broker.settings.psd)
+    return sum(steps.values()), outcome
 
 
 async def end_to_end(name: str, data: bytes) -> tuple[float, str]:
