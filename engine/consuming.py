@@ -191,6 +191,12 @@ class Consumption:
             except asyncio.CancelledError:
                 for _ in range(wanted):
                     lane.held.release()
+                if subscription is not None:
+                    # The server would still answer the pull we gave up, with messages
+                    # nobody reads: they wait out ack_wait (30 s) before anyone else gets
+                    # them. It delivers to no pull whose inbox has no interest.
+                    with contextlib.suppress(Exception):
+                        await subscription.unsubscribe()
                 raise
             except Exception as exc:  # a dead server, a lost store, a deleted durable
                 lane.health.fetch_failed(exc)

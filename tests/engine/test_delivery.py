@@ -21,9 +21,10 @@ from engine.events.schemas import (
     TaskFailed,
     TaskStarted,
     TaskSucceeded,
+    WorkerHeartbeat,
 )
 from engine.results import await_result
-from engine.streams import TASKS
+from engine.streams import EVENTS, TASKS
 from tests.support.harness import (
     EventCollector,
     WorkerProcess,
@@ -143,6 +144,33 @@ async def test_sigterm_drains_running_tasks(
     assert len([e for e in stored if _of(task.task_id, TaskSucceeded)(e)]) == 1
     result = await task.wait_result(timeout=5)
     assert result.return_value == 2.0
+
+
+async def test_a_stopping_worker_leaves_its_last_events_to_the_next_reader(
+    client: OneManageBroker,
+    events: EventCollector,
+    start_workers: Callable[..., WorkerProcess],
+) -> None:
+    """Its "stopping" heartbeat is published after it stops pulling.
+
+    Before, each lane's last pull was still open on the server, which delivered
+    that heartbeat to it: nobody read it, and the audit-log durable held it for
+    ack_wait (30 s) before anyone else could (seen in bench.tasks on 2026-12-03).
+    """
+    worker = start_workers(processes=1)
+    ids = await worker.ready(events)
+    assert await asyncio.to_thread(worker.stop) == 0
+    await events.wait_for(
+        lambda e: isinstance(e, WorkerHeartbeat) and e.worker_id in ids and e.state == "stopping",
+        timeout=30,
+    )
+    last = (await client.js.stream_info(EVENTS)).state.last_seq
+    info = await client.js.consumer_info(EVENTS, "audit-log")
+    delivered = info.delivered.stream_seq if info.delivered else 0
+    assert (delivered or 0) < last, (
+        f"audit-log delivered up to {delivered} with no worker reading; the stream ends at "
+        f"{last}, the stopped worker's last heartbeat among them"
+    )
 
 
 async def test_a_listener_that_keeps_failing_leaves_a_dead_letter(
