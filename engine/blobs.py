@@ -192,7 +192,7 @@ async def remove(store: BlobStore, key: str) -> None:
 async def _publish(store: BlobStore, subject: str, payload: bytes, msg_id: str) -> PubAck:
     """One message, retried until the deadline under one Nats-Msg-Id: a retry is no duplicate."""
     return await publishing.publish(
-        store.js,
+        store.nc,
         subject,
         payload,
         msg_id=msg_id,

@@ -152,7 +152,7 @@ class OneManageBroker(AsyncBroker):
     ) -> PubAck:
         """Store one message in JetStream; a retry keeps the Nats-Msg-Id (engine.publishing)."""
         return await publishing.publish(
-            self.js,
+            self.nc,
             subject,
             payload,
             msg_id=msg_id,

@@ -240,7 +240,7 @@ class LifecycleMiddleware(TaskiqMiddleware):
         self._probes += 1
         try:
             await publishing.publish(
-                self.onemanage.js,
+                self.onemanage.nc,
                 f"$KV.{RESULTS_BUCKET}.probe-{token}-{self._probes}",
                 b"",
                 msg_id=uuid.uuid4().hex,

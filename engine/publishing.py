@@ -20,10 +20,11 @@ import time
 
 import nats.errors
 import nats.js.errors
-from nats.js import JetStreamContext
+from nats.aio.client import Client
 from nats.js.api import PubAck
 
 from engine.errors import NotConnectedError, PublishError, StoreFullError
+from engine.pubacks import pub_acks
 from engine.routing import MSG_ID_HEADER
 
 logger = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def subject_taken(exc: BaseException) -> bool:
 
 
 async def publish(
-    js: JetStreamContext,
+    nc: Client,
     subject: str,
     payload: bytes,
     *,
@@ -78,6 +79,7 @@ async def publish(
     timeout: float = 2.0,
 ) -> PubAck:
     """Store ``payload`` on ``subject``; retry "not stored yet" for ``deadline`` seconds."""
+    acks = pub_acks(nc)
     all_headers = {MSG_ID_HEADER: msg_id, **(headers or {})}
     give_up = time.monotonic() + max(deadline, 0.0)
     maybe_stored = False
@@ -86,8 +88,8 @@ async def publish(
         attempt += 1
         left = give_up - time.monotonic()
         try:
-            return await js.publish(
-                subject, payload, headers=all_headers, timeout=max(min(timeout, left), 0.05)
+            return await acks.publish(
+                subject, payload, all_headers, timeout=max(min(timeout, left), 0.05)
             )
         except _KNOWN as exc:
             maybe_stored = maybe_stored or isinstance(exc, _MAYBE_STORED)

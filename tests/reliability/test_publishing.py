@@ -51,7 +51,7 @@ async def test_a_publish_waits_out_a_stream_without_a_leader(client: OneManageBr
     logging.getLogger("engine.publishing").addHandler(retrying)
     try:
         sent = asyncio.create_task(
-            publish(client.js, f"{name.lower()}.x", b"kept", msg_id="elect-1", deadline=30)
+            publish(client.nc, f"{name.lower()}.x", b"kept", msg_id="elect-1", deadline=30)
         )
         await asyncio.wait_for(retrying.seen.wait(), 10)  # it met "no response" and goes on
         await client.js.add_stream(StreamConfig(name=name, subjects=[f"{name.lower()}.>"]))
@@ -67,7 +67,7 @@ async def test_after_the_deadline_a_refused_publish_says_it_was_not_stored(
     client: OneManageBroker,
 ) -> None:
     with pytest.raises(PublishError) as failed:
-        await publish(client.js, f"nowhere.{uuid.uuid4().hex}", b"x", msg_id="n-1", deadline=0.5)
+        await publish(client.nc, f"nowhere.{uuid.uuid4().hex}", b"x", msg_id="n-1", deadline=0.5)
     assert failed.value.outcome == "not_stored"
     assert "it was not stored" in str(failed.value)
     assert isinstance(failed.value.__cause__, nats.js.errors.NoStreamResponseError)
@@ -81,7 +81,7 @@ async def test_a_publish_that_timed_out_says_its_outcome_is_unknown(
     silent = await client.nc.subscribe(subject)  # takes the request, never answers
     try:
         with pytest.raises(PublishError) as failed:
-            await publish(client.js, subject, b"x", msg_id="s-1", deadline=1.0, timeout=0.3)
+            await publish(client.nc, subject, b"x", msg_id="s-1", deadline=1.0, timeout=0.3)
     finally:
         await silent.unsubscribe()
     assert failed.value.outcome == "unknown"
