@@ -119,22 +119,35 @@ async def fold_task_event(broker: OneManageBroker, event: TaskEvent, attempts: i
 
 
 async def fold_task_events(
-    broker: OneManageBroker, events: list[TaskEvent], attempts: int = 20
-) -> None:
-    """Fold events of one task type into its statistics with one compare-and-set."""
+    broker: OneManageBroker,
+    events: list[TaskEvent],
+    attempts: int = 20,
+    known: tuple[TaskTypeStats, int] | None = None,
+) -> tuple[TaskTypeStats, int]:
+    """Fold events of one task type into its statistics with one compare-and-set.
+
+    ``known`` is the value and revision this process wrote last: tried before
+    reading, since with one writer per process it is usually still the latest
+    (a wrong guess costs the read it saved). Returns what was written, and its
+    revision.
+    """
     kv = await broker.key_value(STATS_BUCKET)
     name = events[0].task_name
     key = stats_key(name)
     for _ in range(attempts):
-        stored, revision = await _stored(broker, key)
-        stats = stored or TaskTypeStats(task_name=name)
+        if known is not None:
+            stats, revision = known[0].model_copy(deep=True), known[1]
+            known = None
+        else:
+            stored, revision = await _stored(broker, key)
+            stats = stored or TaskTypeStats(task_name=name)
         for event in events:
             stats.apply(event)
         try:
-            await kv.update(key, stats.model_dump_json().encode(), last=revision)
-            return
+            revision = await kv.update(key, stats.model_dump_json().encode(), last=revision)
         except KeyWrongLastSequenceError:
             continue  # another worker updated it first: read again
+        return stats, revision
     raise TransientError(f"statistics of {name} kept changing under us")
 
 
@@ -151,6 +164,7 @@ class StatsFolder:
         self.broker = broker
         self._pending: list[tuple[TaskEvent, asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
+        self._written: dict[str, tuple[TaskTypeStats, int]] = {}  # by key: the last write
 
     async def fold(self, event: TaskEvent) -> None:
         written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -165,9 +179,13 @@ class StatsFolder:
             by_key: dict[str, list[tuple[TaskEvent, asyncio.Future[None]]]] = {}
             for entry in batch:
                 by_key.setdefault(stats_key(entry[0].task_name), []).append(entry)
-            for entries in by_key.values():
+            for key, entries in by_key.items():
                 try:
-                    await fold_task_events(self.broker, [event for event, _ in entries])
+                    self._written[key] = await fold_task_events(
+                        self.broker,
+                        [event for event, _ in entries],
+                        known=self._written.pop(key, None),
+                    )
                 except Exception as exc:
                     failure = (
                         exc
