@@ -70,20 +70,6 @@ def decode_payload(data: bytes) -> Any:
     return value
 
 
-async def _hand_back_queued(subscription: JetStreamContext.PullSubscription) -> None:
-    """Nak what reached the pull subscription but no fetch took: nobody else would.
-
-    nats-py keeps such messages in the subscription's queue for its next fetch,
-    and there is none after stop. Left there, each waited out ack_wait.
-    """
-    queue: asyncio.Queue[Msg] = subscription._sub._pending_queue  # nats-py 2.16: no public way
-    while not queue.empty():
-        msg = queue.get_nowait()
-        if msg.reply:  # a delivery; a pull's status message (404, 408) has no reply
-            with contextlib.suppress(Exception):
-                await msg.nak()
-
-
 def _pending_after(messages: list[Msg]) -> int:
     """How many more the durable holds for its readers, as the last message says."""
     try:
@@ -211,7 +197,6 @@ class Consumption:
                     # them. It delivers to no pull whose inbox has no interest.
                     with contextlib.suppress(Exception):
                         await subscription.unsubscribe()
-                    await _hand_back_queued(subscription)
                 raise
             except Exception as exc:  # a dead server, a lost store, a deleted durable
                 lane.health.fetch_failed(exc)
