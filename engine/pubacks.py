@@ -3,7 +3,7 @@
 nats-py's ``js.publish`` is a request: a random token (a syscall), a future
 with ``asyncio.wait_for`` around it, and a PubAck built through its generic
 dataclass conversion. That took ~87 µs of client CPU per stored message, and a
-task makes several (its result, its lifecycle events, audit appends). Here each
+task makes several (its kick, its lifecycle events, its result). Here each
 publish waits on a plain future keyed by a counter on one wildcard inbox, and
 one timer sweeps the deadlines of all of them: ~40 µs
 (docs/adr/0003-throughput.md). The answers mean what js.publish's mean: a
