@@ -206,6 +206,15 @@ def _normal(field: str, value: Any) -> Any:
     return value
 
 
+def drift(have: StreamConfig, want: StreamConfig, fields: tuple[str, ...]) -> dict[str, Any]:
+    """Each of ``fields`` where ``have`` differs from ``want`` (as the server compares): both."""
+    return {
+        field: (getattr(have, field), getattr(want, field))
+        for field in fields
+        if _normal(field, getattr(have, field)) != _normal(field, getattr(want, field))
+    }
+
+
 async def ensure_stream(js: JetStreamContext, want: StreamConfig) -> StreamInfo:
     """Create ``want`` if missing; update drifted limits; refuse immutable drift.
 
@@ -219,14 +228,9 @@ async def ensure_stream(js: JetStreamContext, want: StreamConfig) -> StreamInfo:
         logger.info("creating stream %s", want.name)
         return await js.add_stream(want)
     have = info.config
-    for field in IMMUTABLE_FIELDS:
-        if _normal(field, getattr(have, field)) != _normal(field, getattr(want, field)):
-            raise StreamConfigError(want.name, field, getattr(have, field), getattr(want, field))
-    drifted = {
-        field: (getattr(have, field), getattr(want, field))
-        for field in MUTABLE_FIELDS
-        if _normal(field, getattr(have, field)) != _normal(field, getattr(want, field))
-    }
+    for field, (was, wanted) in drift(have, want, IMMUTABLE_FIELDS).items():
+        raise StreamConfigError(want.name, field, was, wanted)
+    drifted = drift(have, want, MUTABLE_FIELDS)
     if not drifted:
         return info
     logger.warning("stream %s drifted, updating: %s", want.name, drifted)
@@ -234,10 +238,27 @@ async def ensure_stream(js: JetStreamContext, want: StreamConfig) -> StreamInfo:
     return await js.update_stream(updated)
 
 
-async def ensure_bucket(
-    js: JetStreamContext, bucket: str, settings: Settings, ttl: float, direct: bool = False
-) -> None:
-    """Create the KV bucket ``bucket`` (entries expire after ``ttl`` s), or bring it to the spec.
+def wanted_streams(settings: Settings) -> list[StreamConfig]:
+    """The streams a worker creates, as ``settings`` configure them."""
+    return [
+        tasks_stream(settings),
+        events_stream(settings),
+        inputs_stream(settings),
+        artefacts_stream(settings),
+    ]
+
+
+def wanted_buckets(settings: Settings) -> list[tuple[str, float, bool]]:
+    """The KV buckets a worker creates: (bucket, entries' ttl in s (0: forever), direct get)."""
+    return [
+        (RESULTS_BUCKET, settings.results_ttl, False),
+        (STATS_BUCKET, 0, True),  # read by viewers
+        (MARKS_BUCKET, settings.marks_ttl, False),
+    ]
+
+
+def bucket_config(have: StreamConfig, ttl: float, direct: bool, settings: Settings) -> StreamConfig:
+    """A bucket's stream as it should be: its own config with the engine's limits.
 
     Without ``replicas`` nats-py makes an R1 bucket even when every stream is
     R3: the node holding it would be a single point of loss (PLATFORM-NOTES).
@@ -245,37 +266,37 @@ async def ensure_bucket(
     leaves it off); any replica answers those, so a bucket updated by
     compare-and-set keeps it off unless its writers read from the leader.
     """
-    stream = f"KV_{bucket}"
     age = ttl if ttl > 0 else None
+    return replace(have, max_age=age, num_replicas=settings.replicas, allow_direct=direct)
+
+
+async def ensure_bucket(
+    js: JetStreamContext, bucket: str, settings: Settings, ttl: float, direct: bool = False
+) -> None:
+    """Create the KV bucket ``bucket`` (entries expire after ``ttl`` s), or bring it to the spec."""
     try:
-        info = await js.stream_info(stream)
+        info = await js.stream_info(f"KV_{bucket}")
     except NotFoundError:
         await js.create_key_value(
             KeyValueConfig(
                 bucket=bucket,
                 history=1,
-                ttl=age,
+                ttl=ttl if ttl > 0 else None,
                 storage=StorageType.FILE,
                 replicas=settings.replicas,
                 direct=direct,
             )
         )
         return
-    await ensure_stream(
-        js,
-        replace(info.config, max_age=age, num_replicas=settings.replicas, allow_direct=direct),
-    )
+    await ensure_stream(js, bucket_config(info.config, ttl, direct, settings))
 
 
 async def ensure_streams(js: JetStreamContext, settings: Settings) -> dict[str, StreamInfo]:
     """Everything a worker needs on the server: the streams and the KV buckets."""
-    infos = {
-        TASKS: await ensure_stream(js, tasks_stream(settings)),
-        EVENTS: await ensure_stream(js, events_stream(settings)),
-        INPUTS: await ensure_stream(js, inputs_stream(settings)),
-        ARTEFACTS: await ensure_stream(js, artefacts_stream(settings)),
-    }
-    await ensure_bucket(js, RESULTS_BUCKET, settings, settings.results_ttl)
-    await ensure_bucket(js, STATS_BUCKET, settings, 0, direct=True)  # read by viewers
-    await ensure_bucket(js, MARKS_BUCKET, settings, settings.marks_ttl)
+    infos = {}
+    for want in wanted_streams(settings):
+        assert want.name is not None
+        infos[want.name] = await ensure_stream(js, want)
+    for bucket, ttl, direct in wanted_buckets(settings):
+        await ensure_bucket(js, bucket, settings, ttl, direct)
     return infos
