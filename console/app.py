@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import functools
 import importlib
+import importlib.metadata
 import logging
 import os
 import re
@@ -389,6 +390,9 @@ def parse_since(text: str) -> timedelta:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="onemanage-console", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {importlib.metadata.version('onemanage')}"
+    )
     parser.add_argument("--since", type=parse_since, default=timedelta(hours=1),
                         help="how much EVENTS history to replay at start (default 1h)")  # fmt: skip
     parser.add_argument("--with-worker", action="store_true",

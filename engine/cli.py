@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import importlib.metadata
+import json
 import logging
 import multiprocessing
 import os
@@ -276,15 +278,50 @@ async def _status() -> int:
     return 0
 
 
-async def _check() -> int:
-    """One line per finding; exit 0 all ok, 1 a warning, 2 something critical. Never a traceback."""
-    from engine import health
+async def _check(as_json: bool) -> int:
+    """One line per finding (or one JSON document); exit with the worst, Nagios-style.
 
-    worst = 0
-    async for finding in health.findings():
-        print(f"{finding.label} {finding.text}", flush=True)
-        worst = max(worst, finding.level)
-    return worst
+    0 ok, 1 a warning, 2 something critical (an unreachable server too), 3 unknown:
+    the check itself could not finish (its role may not read something, or it
+    met an error it has no finding for). Never a traceback.
+    """
+    from engine import health
+    from engine.app import broker
+    from engine.errors import PermissionDeniedError
+
+    found: list[health.Finding] = []
+
+    def note(finding: health.Finding) -> None:
+        found.append(finding)
+        if not as_json:
+            print(f"{finding.label} {finding.text}", flush=True)
+
+    try:
+        await broker.startup()
+    except Exception as exc:
+        note(
+            health.Finding(health.CRITICAL, redact(f"cannot connect: {type(exc).__name__}: {exc}"))
+        )
+    else:
+        try:
+            async for finding in health.findings():
+                note(finding)
+        except PermissionDeniedError as exc:
+            note(health.Finding(health.UNKNOWN, f"{exc} (connected as {broker.role})"))
+        except Exception as exc:
+            why = redact(f"{type(exc).__name__}: {exc}")
+            note(health.Finding(health.UNKNOWN, f"the check could not finish: {why}"))
+        finally:
+            await broker.shutdown()
+    code = health.worst(found)
+    if as_json:
+        document = {
+            "status": health.NAMES[code],
+            "code": code,
+            "findings": [finding.as_dict() for finding in found],
+        }
+        print(json.dumps(document, indent=2))
+    return code
 
 
 # -- submit and artefacts -----------------------------------------------------------
@@ -444,7 +481,14 @@ async def _artefacts(workflow_id: str, out: Path) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onemanage", description=__doc__.splitlines()[0])
-    parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING, ERROR")
+    parser.add_argument(
+        "--log-level",
+        default="WARNING",
+        help="DEBUG, INFO, WARNING or ERROR (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {importlib.metadata.version('onemanage')}"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     server = commands.add_parser(
@@ -493,9 +537,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="modules whose tasks and listeners to run (default: engine.builtin, the PSD "
         "workflow and the audit-log and task-stats listeners; name it beside yours for both)",
     )
-    worker.add_argument("-p", "--processes", type=int, default=2, help="worker processes")
     worker.add_argument(
-        "-c", "--concurrency", type=int, default=0, help="tasks at once per process"
+        "-p", "--processes", type=int, default=2, help="worker processes (default: %(default)s)"
+    )
+    worker.add_argument(
+        "-c",
+        "--concurrency",
+        type=int,
+        default=0,
+        help="tasks at once per process (default: ONEMANAGE_CONCURRENCY, else 10)",
     )
     worker.add_argument(
         "--drain-timeout",
@@ -514,18 +564,31 @@ def build_parser() -> argparse.ArgumentParser:
     submit.set_defaults(func=lambda args: _client(lambda: _submit(args.files, args.wait)))
 
     demo = commands.add_parser("demo", help="write a generated layered demo PSD")
-    demo.add_argument("--out", type=Path, default=Path("demo.psd"))
+    demo.add_argument(
+        "--out", type=Path, default=Path("demo.psd"), help="file to write (default: %(default)s)"
+    )
     demo.set_defaults(func=cmd_demo)
 
     artefacts = commands.add_parser("artefacts", help="download a workflow's preview and layers")
     artefacts.add_argument("workflow_id")
-    artefacts.add_argument("--out", type=Path, default=Path("."), help="directory to write to")
+    artefacts.add_argument(
+        "--out", type=Path, default=Path("."), help="directory to write to (default: %(default)s)"
+    )
     artefacts.set_defaults(
         func=lambda args: _client(lambda: _artefacts(args.workflow_id, args.out))
     )
 
-    check = commands.add_parser("check", help="health check: connection, streams, workers")
-    check.set_defaults(func=lambda args: _client(_check))
+    check = commands.add_parser(
+        "check",
+        help="health check: connection, streams, workers (exit 0 ok, 1 warning, 2 critical, "
+        "3 unknown)",
+    )
+    check.add_argument(
+        "--json",
+        action="store_true",
+        help="print the findings as one JSON document (default: lines)",
+    )
+    check.set_defaults(func=lambda args: asyncio.run(_check(args.json)))
     return parser
 
 

@@ -9,19 +9,33 @@ lane by lane, so a check never puts work on the system it looks at.
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+
+from nats.js.api import StreamConfig
+from nats.js.errors import NotFoundError
 
 from engine import monitor
 from engine.app import broker
 from engine.discards import carried_past_its_own
 from engine.events.schemas import WorkerHeartbeat
 from engine.redaction import redact_netloc
-from engine.streams import EVENTS, TASKS
+from engine.streams import (
+    EVENTS,
+    IMMUTABLE_FIELDS,
+    MUTABLE_FIELDS,
+    bucket_config,
+    drift,
+    wanted_buckets,
+    wanted_streams,
+)
 
-OK, WARNING, CRITICAL = 0, 1, 2
-_LABELS = {OK: "ok  ", WARNING: "WARN", CRITICAL: "CRIT"}
+# Nagios plugin levels, which are also the exit codes of ``onemanage check``.
+OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
+_LABELS = {OK: "ok  ", WARNING: "WARN", CRITICAL: "CRIT", UNKNOWN: "UNKN"}
+NAMES = {OK: "ok", WARNING: "warning", CRITICAL: "critical", UNKNOWN: "unknown"}
 
 
 @dataclass(frozen=True)
@@ -32,6 +46,67 @@ class Finding:
     @property
     def label(self) -> str:
         return _LABELS[self.level]
+
+    def as_dict(self) -> dict[str, str | int]:
+        return {"level": NAMES[self.level], "code": self.level, "text": self.text}
+
+
+def worst(findings: list[Finding]) -> int:
+    """The exit code of a check: critical over unknown over warning over ok (Nagios)."""
+    levels = {finding.level for finding in findings}
+    for level in (CRITICAL, UNKNOWN, WARNING):
+        if level in levels:
+            return level
+    return OK
+
+
+def _shown(changes: dict[str, tuple[object, object]]) -> str:
+    return ", ".join(
+        f"{field} {have!r} (configured: {want!r})" for field, (have, want) in changes.items()
+    )
+
+
+def _as_is(want: StreamConfig, have: StreamConfig) -> StreamConfig:
+    return want
+
+
+async def _configuration() -> AsyncIterator[Finding]:
+    """Each stream and bucket present, with the configuration this process has, field by field.
+
+    A worker puts drifted limits back when it starts (engine.streams); retention
+    and storage it refuses to change, so drift there is critical.
+    """
+    settings = broker.settings
+    targets: list[tuple[str, Callable[[StreamConfig], StreamConfig]]] = [
+        (str(want.name), functools.partial(_as_is, want)) for want in wanted_streams(settings)
+    ]
+    for bucket, ttl, direct in wanted_buckets(settings):
+        spec = functools.partial(bucket_config, ttl=ttl, direct=direct, settings=settings)
+        targets.append((f"KV_{bucket}", spec))
+    for name, target_of in targets:
+        try:
+            have = (await broker.js.stream_info(name)).config
+        except NotFoundError:
+            yield Finding(
+                CRITICAL, f"stream {name} missing: no worker has started against this server"
+            )
+            continue
+        target = target_of(have)
+        fixed = drift(have, target, IMMUTABLE_FIELDS)
+        if fixed:
+            yield Finding(
+                CRITICAL,
+                f"stream {name}: {_shown(fixed)}; a worker will not start on it "
+                "(docs/troubleshooting.md)",
+            )
+        changed = drift(have, target, MUTABLE_FIELDS)
+        if changed:
+            yield Finding(
+                WARNING,
+                f"stream {name} drifted: {_shown(changed)}; the next worker to start puts it back",
+            )
+        if not fixed and not changed:
+            yield Finding(OK, f"stream {name} as configured")
 
 
 async def _listeners_behind_discards() -> AsyncIterator[Finding]:
@@ -89,13 +164,8 @@ async def findings() -> AsyncIterator[Finding]:
     where = redact_netloc(broker.nc.connected_url.netloc) if broker.nc.connected_url else "?"
     rtt = (time.perf_counter() - started) * 1000
     yield Finding(OK, f"connected to {where} (round trip {rtt:.1f} ms)")
-    for name in (TASKS, EVENTS):
-        if await monitor.stream_figures(broker, name) is None:
-            yield Finding(
-                CRITICAL, f"stream {name} missing: no worker has started against this server"
-            )
-        else:
-            yield Finding(OK, f"stream {name}")
+    async for finding in _configuration():
+        yield finding
     async for finding in _listeners_behind_discards():
         yield finding
     for finding in _workers(await monitor.live_workers(broker)):

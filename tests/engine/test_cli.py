@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import os
 import signal
 import subprocess
@@ -109,6 +110,16 @@ async def test_a_new_users_session_on_the_embedded_default(tmp_path: Path) -> No
     assert not [p for p in passwords for text in shown if p in text]
 
 
+def test_both_commands_say_their_version() -> None:
+    for command in ("engine.cli", "console.app"):
+        done = subprocess.run(
+            [sys.executable, "-m", command, "--version"],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 0
+        assert done.stdout.split()[1] == importlib.metadata.version("onemanage")
+
+
 def test_server_status_without_a_server(tmp_path: Path) -> None:
     result = _onemanage(tmp_path, "server", "status")
     assert result.returncode == 1
@@ -124,5 +135,7 @@ def test_a_wrong_url_fails_with_a_clear_error(tmp_path: Path) -> None:
         [sys.executable, "-m", "engine.cli", "check"],
         env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert result.returncode == 2
-    assert "cannot reach nats://127.0.0.1:9" in result.stderr
+    assert result.returncode == 2  # Nagios: critical
+    assert (
+        "CRIT cannot connect: NotConnectedError: cannot reach nats://127.0.0.1:9" in result.stdout
+    )

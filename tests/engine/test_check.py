@@ -1,0 +1,131 @@
+"""`onemanage check`: Nagios exit codes and JSON, each finding produced for real."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from engine.broker import OneManageBroker
+from engine.streams import EVENTS, TASKS, wanted_buckets, wanted_streams
+from tests.support.harness import ROOT, EventCollector, WorkerProcess
+from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.slow
+
+
+def _check(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", "check", *args],
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+async def _report(*args: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+    """Exit code and parsed ``--json`` document of one check."""
+    done = await asyncio.to_thread(_check, "--json", *args, env=env)
+    return done.returncode, json.loads(done.stdout)
+
+
+def _texts(report: dict[str, Any], level: str) -> list[str]:
+    return [f["text"] for f in report["findings"] if f["level"] == level]
+
+
+async def _until(code: int, why: str) -> dict[str, Any]:
+    """The first report whose exit code is ``code`` (a worker's heartbeats come and go in time)."""
+    last: list[dict[str, Any]] = []
+
+    async def reached() -> dict[str, Any] | None:
+        got, report = await _report()
+        last[:] = [report]
+        return report if got == code else None
+
+    return await eventually(reached, 60, lambda: f"{why}; last report: {last}", interval=0.5)
+
+
+async def test_no_worker_is_critical_and_a_running_one_clears_it(
+    client: OneManageBroker,
+    events: EventCollector,
+    start_workers: Callable[..., WorkerProcess],
+) -> None:
+    report = await _until(2, "no worker running: critical")
+    assert report["status"] == "critical" and report["code"] == 2
+    assert any("no live worker" in text for text in _texts(report, "critical"))
+    assert all({"level", "code", "text"} <= set(f) for f in report["findings"])
+
+    worker = start_workers(processes=1)
+    await worker.ready(events)
+    report = await _until(0, "a worker runs: ok")
+    assert report["status"] == "ok"
+    names = [str(s.name) for s in wanted_streams(client.settings)]
+    names += [f"KV_{bucket}" for bucket, _, _ in wanted_buckets(client.settings)]
+    assert [f"stream {name} as configured" for name in names] == [
+        text for text in _texts(report, "ok") if text.startswith("stream ")
+    ]
+
+
+async def test_a_drifted_stream_limit_warns_by_field_and_clears_when_put_back(
+    client: OneManageBroker,
+    events: EventCollector,
+    start_workers: Callable[..., WorkerProcess],
+) -> None:
+    worker = start_workers(processes=1)
+    await worker.ready(events)
+    await _until(0, "a worker runs: ok")
+    info = await client.js.stream_info(EVENTS)
+    drifted = dataclasses.replace(info.config, max_msgs=123_456)
+    await client.js.update_stream(drifted)
+    try:
+        code, report = await _report()
+        assert code == 1, report
+        assert report["status"] == "warning"
+        (warning,) = [t for t in _texts(report, "warning") if t.startswith(f"stream {EVENTS}")]
+        assert "max_msgs 123456" in warning and "the next worker to start puts it back" in warning
+        lines = (await asyncio.to_thread(_check)).stdout
+        assert f"WARN stream {EVENTS} drifted: max_msgs 123456" in lines
+    finally:
+        await client.ensure_streams()  # as a worker does when it starts
+    code, report = await _report()
+    assert code == 0, report
+
+
+async def test_an_unreachable_server_is_critical_in_lines_and_json() -> None:
+    env = {"ONEMANAGE_NATS_URL": "nats://127.0.0.1:9", "ONEMANAGE_CONNECT_TIMEOUT": "1"}
+    code, report = await _report(env=env)
+    assert code == 2 and report["status"] == "critical"
+    (text,) = _texts(report, "critical")
+    assert text.startswith("cannot connect:") and "nats://127.0.0.1:9" in text
+
+
+async def test_check_and_status_leave_no_consumer_behind(
+    client: OneManageBroker,
+    events: EventCollector,
+    start_workers: Callable[..., WorkerProcess],
+) -> None:
+    worker = start_workers(processes=1)
+    await worker.ready(events)
+
+    async def names() -> set[tuple[str, str]]:
+        found: set[tuple[str, str]] = set()
+        for stream in (TASKS, EVENTS):
+            found |= {(stream, c.name) for c in await client.js.consumers_info(stream)}
+        return found
+
+    before = await names()
+    await _until(0, "a worker runs: ok")
+    status = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "engine.cli", "status"],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    assert await names() == before
