@@ -17,7 +17,6 @@ import importlib
 import importlib.metadata
 import logging
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -51,6 +50,7 @@ from engine import embedded, monitor
 from engine.app import broker
 from engine.broker import OneManageBroker
 from engine.credentials import PRIVATE_FILE, append_private, private_dir
+from engine.eventlines import parse_duration
 from engine.redaction import redact, redact_logging
 
 logger = logging.getLogger(__name__)
@@ -376,16 +376,12 @@ def _terminate_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-_SINCE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
-
-
 def parse_since(text: str) -> timedelta:
-    """'90s', '30m', '1h', '2d' -> a timedelta."""
-    match = _SINCE.match(text.strip())
-    if match is None:
-        raise argparse.ArgumentTypeError(f"{text!r}: use a number and s, m, h or d (e.g. 1h)")
-    value, unit = float(match.group(1)), match.group(2)
-    return timedelta(seconds=value * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit])
+    """'90s', '30m', '1h', '2d' -> a timedelta (as `onemanage events --since`)."""
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main(argv: list[str] | None = None) -> int:

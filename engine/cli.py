@@ -19,7 +19,7 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -324,6 +324,55 @@ async def _check(as_json: bool) -> int:
     return code
 
 
+async def _events(since: timedelta, pattern: str | None, follow: bool, ndjson: bool) -> int:
+    """Stored events of the last ``since`` in order, then live ones with ``follow``."""
+    from engine import eventlines, monitor
+    from engine.app import broker
+    from engine.events.schemas import parse_event
+
+    reader = monitor.EventReader(
+        broker, datetime.now(UTC) - since, eventlines.subject_for(pattern or "*")
+    )
+
+    def show(delivered: monitor.Delivered) -> None:
+        event = parse_event(delivered.data, delivered.subject)
+        if not eventlines.matches(pattern, event.event_type):
+            return
+        if ndjson:
+            fields = eventlines.as_json(event, delivered.seq, delivered.subject, delivered.data)
+            line = json.dumps(fields)
+        else:
+            line = eventlines.as_line(event, delivered.seq, delivered.subject)
+        print(line, flush=follow)
+
+    if follow:
+        async for batch in reader.follow():
+            for delivered in batch:
+                show(delivered)
+    else:
+        async for delivered in reader.history():
+            show(delivered)
+    return 0
+
+
+def _duration(text: str) -> timedelta:
+    from engine.eventlines import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    for module in args.imports:  # event types of your own, so they read as events
+        importlib.import_module(module)
+    try:
+        return _client(lambda: _events(args.since, args.type, args.follow, args.ndjson))
+    except KeyboardInterrupt:  # --follow ends with Ctrl-C
+        return 0
+
+
 # -- submit and artefacts -----------------------------------------------------------
 
 
@@ -578,6 +627,34 @@ def build_parser() -> argparse.ArgumentParser:
         func=lambda args: _client(lambda: _artefacts(args.workflow_id, args.out))
     )
 
+    events = commands.add_parser(
+        "events",
+        help="stored events in order, as lines or NDJSON (for scripts and jq)",
+        description="the events of the last --since, oldest first, then, with --follow, live "
+        "ones until Ctrl-C; unreadable ones are shown, marked, with the reason",
+    )
+    events.add_argument(
+        "--since", type=_duration, default=timedelta(minutes=10),
+        help="how far back to start: 90s, 10m, 1h, 2d (default: 10m)",
+    )  # fmt: skip
+    events.add_argument(
+        "--type", default=None, metavar="PATTERN",
+        help="event types to show, shell-style: 'psd.*', 'task.failed' (default: all)",
+    )  # fmt: skip
+    events.add_argument(
+        "--follow",
+        action="store_true",
+        help="go on with live events until Ctrl-C (default: stop now)",
+    )
+    events.add_argument(
+        "--ndjson", action="store_true", help="one JSON object per line (default: text lines)"
+    )
+    events.add_argument(
+        "--import", dest="imports", action="append", default=[], metavar="MODULE",
+        help="a module defining your own event types, so they read as events (repeatable)",
+    )  # fmt: skip
+    events.set_defaults(func=cmd_events)
+
     check = commands.add_parser(
         "check",
         help="health check: connection, streams, workers (exit 0 ok, 1 warning, 2 critical, "
@@ -599,6 +676,7 @@ ROLE_OF_COMMAND = {
     "submit": "operator",
     "status": "viewer",
     "check": "viewer",
+    "events": "viewer",
     "artefacts": "viewer",
 }
 
