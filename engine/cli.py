@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import importlib
 import importlib.metadata
 import json
@@ -229,15 +230,41 @@ def _age(ts: datetime | None) -> str:
     return f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.0f}m"
 
 
-async def _status() -> int:
+async def _status(as_json: bool) -> int:
+    """Streams, consumers, live workers and task statistics: one screen, or one JSON document.
+
+    It only reads (the viewer role): stream and consumer info, heartbeats and
+    statistics by direct get, so it leaves nothing on the server.
+    """
     from engine import monitor
     from engine.app import broker
     from engine.events.stats import read_task_stats
     from engine.streams import EVENTS, TASKS
 
+    streams = {name: await monitor.stream_figures(broker, name) for name in (TASKS, EVENTS)}
+    consumers = await monitor.consumer_figures(broker)
+    workers = await monitor.live_workers(broker)
+    stats_error = None
+    try:
+        stats = await read_task_stats(broker)
+    except Exception as exc:
+        stats, stats_error = [], redact(f"{type(exc).__name__}: {exc}")
+    if as_json:
+        document = {
+            "server": redact(", ".join(broker.servers())),
+            "streams": {
+                name: None if figures is None else dataclasses.asdict(figures)
+                for name, figures in streams.items()
+            },
+            "consumers": [{**dataclasses.asdict(c), "impossible": c.impossible} for c in consumers],
+            "workers": [w.model_dump(mode="json") for w in workers],
+            "task_stats": [s.model_dump(mode="json") for s in stats],
+            "task_stats_error": stats_error,
+        }
+        print(json.dumps(document, indent=2, default=str))
+        return 0
     print(f"server: {redact(', '.join(broker.servers()))}")
-    for name in (TASKS, EVENTS):
-        figures = await monitor.stream_figures(broker, name)
+    for name, figures in streams.items():
         if figures is None:
             print(f"{name:7} missing (start a worker to create it)")
             continue
@@ -248,23 +275,19 @@ async def _status() -> int:
         )
     print()
     print(f"{'consumer':24} {'pending':>8} {'ack pend':>8} {'redeliv':>8} {'waiting':>8}")
-    for c in await monitor.consumer_figures(broker):
+    for c in consumers:
         mark = "  (impossible figures!)" if c.impossible else ""
         print(
             f"{c.stream + '/' + c.name:24} {c.pending:>8} {c.ack_pending:>8} "
             f"{c.redelivered:>8} {c.waiting:>8}{mark}"
         )
     print()
-    workers = await monitor.live_workers(broker)
     print(f"workers alive: {len(workers)}")
     for w in workers:
         print(f"  {w.worker_id:28} running {w.running:>4}  processed {w.processed:>7}", end="")
         print(f"  failed {w.failed}")
-    stats = []
-    try:
-        stats = await read_task_stats(broker)
-    except Exception as exc:
-        print(f"task statistics unavailable: {exc}")
+    if stats_error:
+        print(f"task statistics unavailable: {stats_error}")
     if stats:
         print()
         columns = ("queued", "ok", "failed", "retried", "dead", "avg ms")
@@ -604,8 +627,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.set_defaults(func=cmd_worker)
 
-    status = commands.add_parser("status", help="streams, consumers, workers, task statistics")
-    status.set_defaults(func=lambda args: _client(_status))
+    status = commands.add_parser(
+        "status", help="streams, consumers, workers, task statistics (read-only)"
+    )
+    status.add_argument(
+        "--json", action="store_true", help="print it as one JSON document (default: text)"
+    )
+    status.set_defaults(func=lambda args: _client(lambda: _status(args.json)))
 
     submit = commands.add_parser("submit", help="submit PSD/PSB files to the workflow")
     submit.add_argument("files", nargs="+")

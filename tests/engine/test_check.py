@@ -121,11 +121,33 @@ async def test_check_and_status_leave_no_consumer_behind(
 
     before = await names()
     await _until(0, "a worker runs: ok")
-    status = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "engine.cli", "status"],
+    for args in (["status"], ["status", "--json"]):
+        status = await asyncio.to_thread(_status, *args)
+        assert status.returncode == 0, status.stderr
+    assert await names() == before
+
+
+def _status(*args: str) -> subprocess.CompletedProcess[str]:
+    """No TTY anywhere: stdin from /dev/null, stdout and stderr to pipes."""
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", *args],
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         cwd=ROOT, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
     )  # fmt: skip
-    assert status.returncode == 0, status.stderr
-    assert await names() == before
+
+
+async def test_status_json_names_the_streams_durables_and_live_workers(
+    client: OneManageBroker,
+    events: EventCollector,
+    start_workers: Callable[..., WorkerProcess],
+) -> None:
+    worker = start_workers(processes=1)
+    (worker_id,) = await worker.ready(events)
+    done = await asyncio.to_thread(_status, "status", "--json")
+    assert done.returncode == 0, done.stderr
+    status = json.loads(done.stdout)
+    assert status["streams"][TASKS]["last_seq"] >= 0 and status["streams"][EVENTS]["messages"] > 0
+    durables = {(c["stream"], c["name"]) for c in status["consumers"]}
+    assert (TASKS, client.settings.tasks_durable) in durables and (EVENTS, "audit-log") in durables
+    assert worker_id in [w["worker_id"] for w in status["workers"]]
+    assert status["task_stats_error"] is None
