@@ -16,6 +16,7 @@ import json
 import logging
 import multiprocessing
 import os
+import re
 import signal
 import sys
 import time
@@ -378,6 +379,84 @@ async def _events(since: timedelta, pattern: str | None, follow: bool, ndjson: b
     return 0
 
 
+async def _trace(prefix: str, since: timedelta, follow: bool, as_json: bool) -> int:
+    """Every event of one task, workflow or correlation id (any unique prefix), in order."""
+    from engine import monitor, tracing
+    from engine.app import broker
+    from engine.events.schemas import BaseEvent, parse_event
+
+    history: list[tuple[int, BaseEvent]] = []
+    last_seq = 0
+    async for delivered in monitor.read_history(broker, datetime.now(UTC) - since):
+        last_seq = delivered.seq
+        event = parse_event(delivered.data, delivered.subject)
+        if isinstance(event, BaseEvent):
+            history.append((delivered.seq, event))
+    try:
+        full_id = tracing.resolve(prefix, (event for _, event in history))
+    except tracing.AmbiguousIdError as exc:
+        print(f"onemanage: {exc}; give more of it", file=sys.stderr)
+        return 2
+    except tracing.IdNotFoundError as exc:
+        print(f"onemanage: {exc} in the last {since} (--since goes further back)", file=sys.stderr)
+        return 1
+    mine = [(seq, event) for seq, event in history if full_id in tracing.ids_of(event)]
+    lines: list[dict[str, Any]] = []
+
+    def show(seq: int, event: BaseEvent) -> None:
+        first = (mine or [(seq, event)])[0][1].timestamp
+        previous = lines[-1]["timestamp"] if lines else event.timestamp
+        offset = (event.timestamp - first).total_seconds() * 1000
+        gap = (event.timestamp - previous).total_seconds() * 1000
+        lines.append({"seq": seq, "offset_ms": offset, "gap_ms": gap, "timestamp": event.timestamp})
+        if not as_json:
+            what = getattr(event, "task_name", None) or getattr(event, "step", None) or ""
+            task = getattr(event, "task_id", None) or ""
+            print(f"+{offset:10.1f} ms  (+{gap:9.1f})  {event.event_type:24} {what:20} {task}",
+                  flush=follow)  # fmt: skip
+
+    if not as_json:
+        print(f"trace of {full_id}")
+    for seq, event in mine:
+        show(seq, event)
+    if follow and not any(tracing.ended(full_id, event) for _, event in mine):
+        reader = monitor.EventReader(broker, last_seq + 1)
+        async for batch in reader.follow():
+            done = False
+            for delivered in batch:
+                event = parse_event(delivered.data, delivered.subject)
+                if isinstance(event, BaseEvent) and full_id in tracing.ids_of(event):
+                    mine.append((delivered.seq, event))
+                    show(delivered.seq, event)
+                    done = done or tracing.ended(full_id, event)
+            if done:
+                break
+    events = [event for _, event in mine]
+    runs = tracing.steps(events)
+    if as_json:
+        document = {
+            "id": full_id,
+            "events": [
+                {
+                    "seq": line["seq"],
+                    "offset_ms": line["offset_ms"],
+                    "gap_ms": line["gap_ms"],
+                    **event.model_dump(mode="json"),
+                }
+                for line, event in zip(lines, events, strict=True)
+            ],
+            "steps": [dataclasses.asdict(run) for run in runs],
+        }
+        print(json.dumps(document, indent=2, default=str))
+    elif runs and events:
+        start, end = events[0].timestamp, events[-1].timestamp
+        print()
+        for run in runs:
+            took = f"{((run.finished or end) - run.started).total_seconds() * 1000:.0f} ms"
+            print(f"{run.task_name:20} |{tracing.bar(run, start, end)}| {took:>9} {run.outcome}")
+    return 0
+
+
 def _duration(text: str) -> timedelta:
     from engine.eventlines import parse_duration
 
@@ -385,6 +464,13 @@ def _duration(text: str) -> timedelta:
         return parse_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    try:
+        return _client(lambda: _trace(args.id, args.since, args.follow, args.json))
+    except KeyboardInterrupt:  # --follow ends with Ctrl-C too
+        return 0
 
 
 def cmd_events(args: argparse.Namespace) -> int:
@@ -514,14 +600,20 @@ async def _submit(paths: list[str], wait: bool) -> int:
 
 
 async def _artefacts(workflow_id: str, out: Path) -> int:
-    import json
-    from datetime import timedelta
-
-    from engine import monitor
+    from engine import monitor, tracing
     from engine.app import broker
     from engine.events.schemas import PsdWorkflowFailed
     from engine.storage import StorageError, artefact_key, get_artefact
 
+    if not re.fullmatch(r"[0-9a-f]{32}", workflow_id):  # a prefix (the console shows 8)
+        recent = await monitor.recent_events(broker, timedelta(days=7), "events.psd.>")
+        try:
+            workflow_id = tracing.resolve(workflow_id, recent)
+        except tracing.AmbiguousIdError as exc:
+            print(f"onemanage: {exc}; give more of it", file=sys.stderr)
+            return 2
+        except tracing.IdNotFoundError:
+            pass  # its events may have expired while its artefacts are kept: try it as it is
     try:
         manifest = json.loads(
             await get_artefact(broker, artefact_key(workflow_id, "manifest.json"))
@@ -647,7 +739,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     artefacts = commands.add_parser("artefacts", help="download a workflow's preview and layers")
-    artefacts.add_argument("workflow_id")
+    artefacts.add_argument("workflow_id", help="the workflow's id, or a unique prefix of it")
     artefacts.add_argument(
         "--out", type=Path, default=Path("."), help="directory to write to (default: %(default)s)"
     )
@@ -683,6 +775,25 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     events.set_defaults(func=cmd_events)
 
+    trace = commands.add_parser(
+        "trace",
+        help="every event of a task, workflow or correlation id, in order, with the gaps",
+        description="any unique prefix of the id works (the 8 characters the console shows); "
+        "an ambiguous one is refused with the candidates",
+    )
+    trace.add_argument("id", help="a task, workflow or correlation id, or a unique prefix of it")
+    trace.add_argument(
+        "--since", type=_duration, default=timedelta(days=1),
+        help="how far back to look for it: 90s, 10m, 1h, 2d (default: 1d)",
+    )  # fmt: skip
+    trace.add_argument(
+        "--follow", action="store_true", help="stay live until it ends (default: stop now)"
+    )
+    trace.add_argument(
+        "--json", action="store_true", help="print it as one JSON document (default: text)"
+    )
+    trace.set_defaults(func=cmd_trace)
+
     check = commands.add_parser(
         "check",
         help="health check: connection, streams, workers (exit 0 ok, 1 warning, 2 critical, "
@@ -705,6 +816,7 @@ ROLE_OF_COMMAND = {
     "status": "viewer",
     "check": "viewer",
     "events": "viewer",
+    "trace": "viewer",
     "artefacts": "viewer",
 }
 
