@@ -13,14 +13,15 @@ import functools
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from nats.js.api import StreamConfig
 from nats.js.errors import NotFoundError
 
-from engine import monitor
+from engine import alerts, monitor
 from engine.app import broker
 from engine.discards import carried_past_its_own
-from engine.events.schemas import WorkerHeartbeat
+from engine.events.schemas import TaskDeadLettered, TaskFailed, TaskSucceeded, WorkerHeartbeat
 from engine.redaction import redact_netloc
 from engine.streams import (
     EVENTS,
@@ -157,6 +158,39 @@ def _workers(workers: list[WorkerHeartbeat]) -> list[Finding]:
     return found
 
 
+async def _against_thresholds() -> AsyncIterator[Finding]:
+    """Lag, redeliveries, dead letters and failure rates, each against its threshold."""
+    try:
+        limits = alerts.load_thresholds(broker.settings)
+    except alerts.ThresholdsError as exc:
+        yield Finding(UNKNOWN, f"thresholds not read: {exc}")
+        return
+    judged: list[tuple[int, str]] = []
+    for c in await monitor.consumer_figures(broker):
+        durable = f"{c.stream}/{c.name}"
+        judged.append(alerts.consumer_lag(durable, c.pending, limits))
+        judged.append(alerts.redelivered(durable, c.redelivered, limits))
+    window = timedelta(seconds=limits.window_s)
+    dead = await monitor.recent_events(broker, window, "events.task.dead_lettered")
+    judged.append(
+        alerts.dead_letters(len([e for e in dead if isinstance(e, TaskDeadLettered)]), limits)
+    )
+    finished: dict[str, list[int]] = {}
+    for subject in ("events.task.succeeded", "events.task.failed"):
+        for event in await monitor.recent_events(broker, window, subject):
+            if isinstance(event, TaskSucceeded):
+                finished.setdefault(event.task_name, [0, 0])[1] += 1
+            elif isinstance(event, TaskFailed) and not event.will_retry:
+                finished.setdefault(event.task_name, [0, 0])[0] += 1
+    for name, (failed, succeeded) in sorted(finished.items()):
+        judged.append(alerts.failure_rate(name, failed, succeeded, limits))
+    for level, text in judged:
+        if level != OK:
+            yield Finding(level, text)
+    calm = len([1 for level, _ in judged if level == OK])
+    yield Finding(OK, f"{calm} of {len(judged)} figures within their thresholds")
+
+
 async def findings() -> AsyncIterator[Finding]:
     """Everything ``onemanage check`` looks at, in the order a person would."""
     started = time.perf_counter()
@@ -169,4 +203,6 @@ async def findings() -> AsyncIterator[Finding]:
     async for finding in _listeners_behind_discards():
         yield finding
     for finding in _workers(await monitor.live_workers(broker)):
+        yield finding
+    async for finding in _against_thresholds():
         yield finding

@@ -6,25 +6,36 @@ import asyncio
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
+import tomllib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from engine.alerts import Thresholds
 from engine.broker import OneManageBroker
 from engine.streams import EVENTS, TASKS, wanted_buckets, wanted_streams
 from tests.support.harness import ROOT, EventCollector, WorkerProcess
+from tests.support.tasks import whoami
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.slow
 
 
+# The session server holds the history of every test before this one (dead letters,
+# failed tasks, listeners behind): these tests judge only what they produce themselves.
+CALM = ROOT / "tests" / "support" / "calm-alerts.toml"
+
+
 def _check(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    calm = {"PYTHONPATH": str(ROOT), "ONEMANAGE_ALERTS_FILE": str(CALM)}
     return subprocess.run(
         [sys.executable, "-m", "engine.cli", "check", *args],
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        env={**os.environ, **calm, **(env or {})},
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
 
@@ -39,12 +50,12 @@ def _texts(report: dict[str, Any], level: str) -> list[str]:
     return [f["text"] for f in report["findings"] if f["level"] == level]
 
 
-async def _until(code: int, why: str) -> dict[str, Any]:
+async def _until(code: int, why: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     """The first report whose exit code is ``code`` (a worker's heartbeats come and go in time)."""
     last: list[dict[str, Any]] = []
 
     async def reached() -> dict[str, Any] | None:
-        got, report = await _report()
+        got, report = await _report(env=env)
         last[:] = [report]
         return report if got == code else None
 
@@ -151,3 +162,43 @@ async def test_status_json_names_the_streams_durables_and_live_workers(
     assert (TASKS, client.settings.tasks_durable) in durables and (EVENTS, "audit-log") in durables
     assert worker_id in [w["worker_id"] for w in status["workers"]]
     assert status["task_stats_error"] is None
+
+
+async def test_tasks_piling_up_warn_by_their_threshold_and_clear_once_run(
+    client: OneManageBroker,
+    events: EventCollector,
+    start_workers: Callable[..., WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    limits = tmp_path / "alerts.toml"
+    limits.write_text(
+        CALM.read_text().replace("consumer_lag_warning = 1000000", "consumer_lag_warning = 3")
+    )
+    env = {"ONEMANAGE_ALERTS_FILE": str(limits)}
+    await _until(2, "no worker yet", env)  # nobody pulls: what is kicked stays queued
+    for n in range(5):
+        await whoami.kiq(n)
+    report = await _until(2, "five tasks queued", env)
+    durable = f"{TASKS}/{client.settings.tasks_durable}"
+    (lag,) = [t for t in _texts(report, "warning") if t.startswith(f"durable {durable}:")]
+    assert lag.startswith(f"durable {durable}: 5 to deliver (warning at 3")
+    worker = start_workers(processes=1)
+    await worker.ready(events)
+    report = await _until(0, "the worker ran them", env)
+    assert not _texts(report, "warning")
+
+
+async def test_an_unreadable_thresholds_file_is_unknown(tmp_path: Path) -> None:
+    broken = tmp_path / "alerts.toml"
+    broken.write_text("[thresholds]\nconsumer_lag_warnin = 5\n")
+    code, report = await _report(env={"ONEMANAGE_ALERTS_FILE": str(broken)})
+    assert code in (2, 3), report  # critical wins when no worker runs
+    (text,) = _texts(report, "unknown")
+    assert str(broken) in text and "consumer_lag_warnin" in text
+
+
+def test_the_documented_thresholds_are_the_defaults() -> None:
+    """docs/troubleshooting.md's commented example must say what a missing file means."""
+    text = (ROOT / "docs" / "troubleshooting.md").read_text()
+    (block,) = re.findall(r"```toml\n(.*?)```", text, re.S)
+    assert tomllib.loads(block)["thresholds"] == dataclasses.asdict(Thresholds())
