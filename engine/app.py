@@ -29,6 +29,7 @@ from engine.deadletters import watch_dead_letters
 from engine.discards import DiscardWatch, look, watch_discards
 from engine.events.listeners import Handler, ListenerTask
 from engine.events.listeners import event_listener as _event_listener
+from engine.metrics import MetricsMiddleware
 from engine.middleware import LifecycleMiddleware
 from engine.results import NatsKVResultBackend
 from engine.routing import Deliver
@@ -43,7 +44,7 @@ def create_broker(settings: Settings | None = None) -> OneManageBroker:
     """A broker with every part the engine needs; ``settings=None`` reads the environment."""
     broker = OneManageBroker(settings)
     broker.with_result_backend(NatsKVResultBackend(broker))
-    broker.add_middlewares(LifecycleMiddleware())
+    broker.add_middlewares(LifecycleMiddleware(), MetricsMiddleware())
 
     async def dead_letters(state: TaskiqState) -> None:
         await watch_dead_letters(broker)

@@ -17,8 +17,10 @@ import logging
 import multiprocessing
 import os
 import re
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -160,10 +162,20 @@ def _import_or_exit(modules: Sequence[str]) -> None:
             sys.exit(f"onemanage: cannot import {name}: {type(exc).__name__}: {exc}")
 
 
+def _metrics_dir() -> Path:
+    """prometheus-client's multiprocess directory, set before anything imports the library."""
+    if "prometheus_client" in sys.modules:
+        raise RuntimeError("prometheus_client was imported before its multiprocess dir was set")
+    directory = Path(tempfile.mkdtemp(prefix="onemanage-metrics-"))  # 0700
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    return directory
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from taskiq.cli.worker.args import WorkerArgs
     from taskiq.cli.worker.run import run_worker
 
+    metrics_dir = _metrics_dir() if args.metrics_port is not None else None
     from engine.app import BUILTIN_MODULES
 
     modules = list(args.modules or BUILTIN_MODULES)
@@ -188,11 +200,23 @@ def cmd_worker(args: argparse.Namespace) -> int:
         shutdown_timeout=10.0,
         wait_tasks_timeout=args.drain_timeout,
     )
+    if metrics_dir is not None:
+        from engine import metrics
+
+        try:
+            metrics.serve(args.metrics_port, args.metrics_host)
+        except OSError as exc:
+            sys.exit(
+                f"onemanage: cannot serve metrics on {args.metrics_host}:{args.metrics_port}: {exc}"
+            )
+        print(f"metrics on http://{args.metrics_host}:{args.metrics_port}/metrics")
     try:
         status = run_worker(worker_args)
     finally:
         for child in multiprocessing.active_children():  # drain: let them finish
             child.join()
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
         if server is not None:
             print(f"embedded nats-server: {server.release()}")
     return int(status or 0)
@@ -717,6 +741,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="seconds to wait for running tasks on SIGTERM (default: no limit)",
     )
+    worker.add_argument(
+        "--metrics-port", type=int, default=None, metavar="N",
+        help="serve Prometheus metrics on this port (default: none)",
+    )  # fmt: skip
+    worker.add_argument(
+        "--metrics-host", default="127.0.0.1",
+        help="address the metrics listen on (default: %(default)s; 0.0.0.0 for every one)",
+    )  # fmt: skip
     worker.set_defaults(func=cmd_worker)
 
     status = commands.add_parser(

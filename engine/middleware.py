@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
 
-from engine import publishing
+from engine import metrics, publishing
 from engine.broker import OneManageBroker
 from engine.context import TaskContext, current_task
 from engine.errors import PublishError, StoreFullError, is_transient
@@ -256,7 +256,12 @@ class LifecycleMiddleware(TaskiqMiddleware):
     async def _beat(self) -> None:
         await self.onemanage.ready.wait()  # the first beat says: pulling now
         while True:
-            await self._emit(self.heartbeat(store_error=await self._store_error()))
+            beat = self.heartbeat(store_error=await self._store_error())
+            metrics.lanes(
+                {name: health.state == "ok" for name, health in beat.lane_health.items()},
+                {lane.durable: lane.behind for lane in self.onemanage.lanes},
+            )
+            await self._emit(beat)
             await asyncio.sleep(self.onemanage.settings.heartbeat_interval)
 
     async def startup(self) -> None:

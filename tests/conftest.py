@@ -126,8 +126,10 @@ async def start_workers(
     await client.js.purge_stream(TASKS)  # nothing left over from an earlier test
     started: list[WorkerProcess] = []
 
-    def start(processes: int = 1, env: dict[str, str] | None = None) -> WorkerProcess:
-        worker = WorkerProcess(tmp_path, processes, env)
+    def start(
+        processes: int = 1, env: dict[str, str] | None = None, options: tuple[str, ...] = ()
+    ) -> WorkerProcess:
+        worker = WorkerProcess(tmp_path, processes, env, options=options)
         started.append(worker)
         return worker
 

@@ -13,6 +13,7 @@ from typing import TypeVar
 
 from nats.js.api import PubAck
 
+from engine import metrics
 from engine.broker import OneManageBroker
 from engine.context import current_task
 from engine.errors import PublishError
@@ -44,6 +45,7 @@ async def publish_event(broker: OneManageBroker, event: BaseEvent) -> PubAck:
     try:
         ack = await broker.publish(event.subject, event.model_dump_json().encode(), event.event_id)
     except PublishError as exc:
+        metrics.published(event.event_type, stored=False)
         logger.error(
             "event not published: %s",
             exc,
@@ -54,6 +56,7 @@ async def publish_event(broker: OneManageBroker, event: BaseEvent) -> PubAck:
             },
         )
         raise
+    metrics.published(event.event_type, stored=True)
     logger.debug(
         "published %s %s (seq %s%s)",
         event.event_type,

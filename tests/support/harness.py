@@ -90,13 +90,15 @@ class WorkerProcess:
         processes: int = 1,
         env: dict[str, str] | None = None,
         modules: tuple[str, ...] = TEST_MODULES,
+        options: tuple[str, ...] = (),
     ) -> None:
         self.processes = processes
         self.log_path = log_dir / f"worker-{time.monotonic_ns()}.log"
         self.started_at = datetime.now(UTC)
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "worker", "-p", str(processes), *modules],
+            [sys.executable, "-m", "engine.cli", "worker", "-p", str(processes), *options,
+             *modules],
             cwd=ROOT,
             env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
             stdout=self._log,
