@@ -30,9 +30,10 @@ import pytest
 from console import config as console_config
 from console.app import ConsoleApp
 from engine import embedded
+from engine.alerts import load_thresholds
 from engine.broker import OneManageBroker
 from engine.events.schemas import BaseEvent, WorkerHeartbeat
-from engine.settings import Settings
+from engine.settings import Settings, load_settings
 from tests.docs.blocks import ROOT, Block, Document, documents
 from tests.support.harness import EventCollector
 from tests.support.servers import admin_config, as_admin
@@ -144,6 +145,8 @@ class DocumentRun:
             session = self.snippets / f"block_{block.line}.txt"
             session.write_text(block.text, encoding="utf-8")
             output = await self._command([sys.executable, "-m", "doctest", str(session)])
+        elif kind == "toml" and "[thresholds]" in block.text:
+            output = self._alert_thresholds(block)
         elif kind == "toml":
             output = self._console_config(block)
         elif kind == "conf":
@@ -166,6 +169,16 @@ class DocumentRun:
             return ""
         module = block.path.removesuffix(".py").replace("/", ".")
         return await self._command([sys.executable, "-c", f"import {module}"])
+
+    def _alert_thresholds(self, block: Block) -> str:
+        """An alerts file (engine.alerts): check would read it without a problem."""
+        path = self.snippets / f"block_{block.line}.toml"
+        path.write_text(block.text, encoding="utf-8")
+        os.environ["ONEMANAGE_ALERTS_FILE"] = str(path)
+        try:
+            return str(load_thresholds(load_settings()))
+        finally:
+            del os.environ["ONEMANAGE_ALERTS_FILE"]
 
     def _console_config(self, block: Block) -> str:
         path = self.snippets / f"block_{block.line}.toml"
