@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import os
 import re
 import subprocess
-import sys
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +17,7 @@ import pytest
 from engine.alerts import Thresholds
 from engine.broker import OneManageBroker
 from engine.streams import EVENTS, TASKS, wanted_buckets, wanted_streams
-from tests.support.harness import ROOT, EventCollector, WorkerProcess
+from tests.support.harness import ROOT, EventCollector, WorkerProcess, onemanage
 from tests.support.tasks import whoami
 from tests.support.waiting import eventually
 
@@ -32,12 +30,7 @@ CALM = ROOT / "tests" / "support" / "calm-alerts.toml"
 
 
 def _check(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    calm = {"PYTHONPATH": str(ROOT), "ONEMANAGE_ALERTS_FILE": str(CALM)}
-    return subprocess.run(
-        [sys.executable, "-m", "engine.cli", "check", *args],
-        env={**os.environ, **calm, **(env or {})},
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    return onemanage("check", *args, env={"ONEMANAGE_ALERTS_FILE": str(CALM), **(env or {})})
 
 
 async def _report(*args: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
@@ -133,18 +126,9 @@ async def test_check_and_status_leave_no_consumer_behind(
     before = await names()
     await _until(0, "a worker runs: ok")
     for args in (["status"], ["status", "--json"]):
-        status = await asyncio.to_thread(_status, *args)
+        status = await asyncio.to_thread(onemanage, *args)
         assert status.returncode == 0, status.stderr
     assert await names() == before
-
-
-def _status(*args: str) -> subprocess.CompletedProcess[str]:
-    """No TTY anywhere: stdin from /dev/null, stdout and stderr to pipes."""
-    return subprocess.run(
-        [sys.executable, "-m", "engine.cli", *args],
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        cwd=ROOT, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
 
 
 async def test_status_json_names_the_streams_durables_and_live_workers(
@@ -154,7 +138,7 @@ async def test_status_json_names_the_streams_durables_and_live_workers(
 ) -> None:
     worker = start_workers(processes=1)
     (worker_id,) = await worker.ready(events)
-    done = await asyncio.to_thread(_status, "status", "--json")
+    done = await asyncio.to_thread(onemanage, "status", "--json")
     assert done.returncode == 0, done.stderr
     status = json.loads(done.stdout)
     assert status["streams"][TASKS]["last_seq"] >= 0 and status["streams"][EVENTS]["messages"] > 0

@@ -16,17 +16,13 @@ import pytest
 from engine.broker import OneManageBroker
 from engine.eventlines import subject_for
 from engine.events.publisher import publish_event
-from tests.support.harness import ROOT
+from tests.support.harness import ROOT, onemanage
 from tests.support.tasks import ProbeEvent
 from tests.support.waiting import eventually
 
 
 def _events(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "engine.cli", "events", *args],
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        cwd=ROOT, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+    return onemanage("events", *args)
 
 
 def _lines(stdout: str) -> list[dict[str, Any]]:

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -20,15 +17,7 @@ from engine.events.publisher import publish_event
 from engine.events.schemas import BaseEvent, PsdWorkflowCompleted, TaskQueued
 from engine.services.samples import make_demo_psd
 from engine.submit import submit_psd
-from tests.support.harness import ROOT, EventCollector, WorkerProcess
-
-
-def _onemanage(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "engine.cli", *args],
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        cwd=ROOT, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+from tests.support.harness import EventCollector, WorkerProcess, onemanage
 
 
 def test_a_prefix_names_one_id_or_is_refused_with_the_candidates() -> None:
@@ -63,7 +52,7 @@ async def test_trace_of_a_real_workflow_by_its_short_id(
 
     await events.wait_for(done, timeout=120)
     short = workflow_id[:8]  # what the console shows
-    traced = await asyncio.to_thread(_onemanage, "trace", short, "--json")
+    traced = await asyncio.to_thread(onemanage, "trace", short, "--json")
     assert traced.returncode == 0, traced.stderr
     report = json.loads(traced.stdout)
     assert report["id"] == workflow_id
@@ -80,10 +69,10 @@ async def test_trace_of_a_real_workflow_by_its_short_id(
         "psd.validate", "psd.parse", "psd.preview", "psd.export_layers"
     }  # fmt: skip
 
-    text = await asyncio.to_thread(_onemanage, "trace", short)
+    text = await asyncio.to_thread(onemanage, "trace", short)
     assert f"trace of {workflow_id}" in text.stdout and "█" in text.stdout
 
-    fetched = await asyncio.to_thread(_onemanage, "artefacts", short, "--out", str(tmp_path / "a"))
+    fetched = await asyncio.to_thread(onemanage, "artefacts", short, "--out", str(tmp_path / "a"))
     assert fetched.returncode == 0, fetched.stderr
     assert (tmp_path / "a" / "preview.png").stat().st_size > 0
 
@@ -93,11 +82,11 @@ async def test_an_ambiguous_prefix_is_refused_with_the_candidates(client: OneMan
     ids = [f"{stem}a{uuid.uuid4().hex[:6]}", f"{stem}b{uuid.uuid4().hex[:6]}"]
     for task_id in ids:
         await publish_event(client, TaskQueued(task_id=task_id, task_name="test.trace-probe"))
-    refused = await asyncio.to_thread(_onemanage, "trace", stem)
+    refused = await asyncio.to_thread(onemanage, "trace", stem)
     assert refused.returncode == 2
     assert all(task_id in refused.stderr for task_id in ids), refused.stderr
-    one = await asyncio.to_thread(_onemanage, "trace", ids[1][:12], "--json")
+    one = await asyncio.to_thread(onemanage, "trace", ids[1][:12], "--json")
     assert one.returncode == 0, one.stderr
     assert [line["task_id"] for line in json.loads(one.stdout)["events"]] == [ids[1]]
-    missing = await asyncio.to_thread(_onemanage, "trace", uuid.uuid4().hex)
+    missing = await asyncio.to_thread(onemanage, "trace", uuid.uuid4().hex)
     assert missing.returncode == 1 and "no task, workflow or correlation id" in missing.stderr

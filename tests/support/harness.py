@@ -153,6 +153,15 @@ async def stored_events(
     return await monitor.recent_events(broker, since, subject)
 
 
+def onemanage(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`onemanage ARGS` as a script runs it: no TTY (stdin /dev/null, output to pipes)."""
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", *args],
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        cwd=ROOT, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
 def deliveries(info: ConsumerInfo) -> int:
     """Deliveries a durable made so far: every delivery, a redelivery too, counts one."""
     return (info.delivered.consumer_seq or 0) if info.delivered else 0
