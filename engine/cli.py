@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import dataclasses
 import importlib
 import importlib.metadata
@@ -167,6 +168,7 @@ def _metrics_dir() -> Path:
     if "prometheus_client" in sys.modules:
         raise RuntimeError("prometheus_client was imported before its multiprocess dir was set")
     directory = Path(tempfile.mkdtemp(prefix="onemanage-metrics-"))  # 0700
+    atexit.register(shutil.rmtree, directory, True)  # the command's process only: children _exit
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
     return directory
 
@@ -215,8 +217,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
     finally:
         for child in multiprocessing.active_children():  # drain: let them finish
             child.join()
-        if metrics_dir is not None:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
         if server is not None:
             print(f"embedded nats-server: {server.release()}")
     return int(status or 0)
