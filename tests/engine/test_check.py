@@ -168,8 +168,17 @@ async def test_tasks_piling_up_warn_by_their_threshold_and_clear_once_run(
     assert lag.startswith(f"durable {durable}: 5 to deliver (warning at 3")
     worker = start_workers(processes=1)
     await worker.ready(events)
-    report = await _until(0, "the worker ran them", env)
-    assert not _texts(report, "warning")
+    # The threshold holds for every durable: listeners may still be catching up on
+    # the session's history, so only the tasks' durable is judged here.
+    last: list[dict[str, Any]] = []
+
+    async def ran() -> bool:
+        code, report = await _report(env=env)
+        last[:] = [report]
+        lines = _texts(report, "warning") + _texts(report, "critical")
+        return code != 3 and not [t for t in lines if t.startswith(f"durable {durable}:")]
+
+    await eventually(ran, 60, lambda: f"the worker never ran them: {last}", interval=0.5)
 
 
 async def test_an_unreadable_thresholds_file_is_unknown(tmp_path: Path) -> None:
