@@ -376,20 +376,12 @@ def _terminate_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def parse_since(text: str) -> timedelta:
-    """'90s', '30m', '1h', '2d' -> a timedelta (as `onemanage events --since`)."""
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="onemanage-console", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--version", action="version", version=f"%(prog)s {importlib.metadata.version('onemanage')}"
     )
-    parser.add_argument("--since", type=parse_since, default=timedelta(hours=1),
+    parser.add_argument("--since", type=parse_duration, default=timedelta(hours=1),
                         help="how much EVENTS history to replay at start (default 1h)")  # fmt: skip
     parser.add_argument("--with-worker", action="store_true",
                         help="also start a local worker when a server is configured")  # fmt: skip

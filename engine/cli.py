@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine import embedded
+from engine.eventlines import parse_duration
 from engine.redaction import redact, redact_logging
 from engine.settings import Settings, load_settings
 
@@ -481,15 +482,6 @@ async def _trace(prefix: str, since: timedelta, follow: bool, as_json: bool) -> 
     return 0
 
 
-def _duration(text: str) -> timedelta:
-    from engine.eventlines import parse_duration
-
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def cmd_trace(args: argparse.Namespace) -> int:
     try:
         return _client(lambda: _trace(args.id, args.since, args.follow, args.json))
@@ -786,7 +778,7 @@ def build_parser() -> argparse.ArgumentParser:
         "ones until Ctrl-C; unreadable ones are shown, marked, with the reason",
     )
     events.add_argument(
-        "--since", type=_duration, default=timedelta(minutes=10),
+        "--since", type=parse_duration, default=timedelta(minutes=10),
         help="how far back to start: 90s, 10m, 1h, 2d (default: 10m)",
     )  # fmt: skip
     events.add_argument(
@@ -815,7 +807,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     trace.add_argument("id", help="a task, workflow or correlation id, or a unique prefix of it")
     trace.add_argument(
-        "--since", type=_duration, default=timedelta(days=1),
+        "--since", type=parse_duration, default=timedelta(days=1),
         help="how far back to look for it: 90s, 10m, 1h, 2d (default: 1d)",
     )  # fmt: skip
     trace.add_argument(

@@ -10,6 +10,7 @@ of another application read as events with ``--import MODULE``.)
 
 from __future__ import annotations
 
+import argparse
 import fnmatch
 import json
 import re
@@ -25,10 +26,10 @@ _ENVELOPE = ("event_type", "event_version", "timestamp", "event_id")
 
 
 def parse_duration(text: str) -> timedelta:
-    """'90s', '30m', '1h', '2d' -> a timedelta; ValueError says what is expected."""
+    """'90s', '30m', '1h', '2d' -> a timedelta: an argparse ``type`` for every --since."""
     match = _DURATION.match(text.strip())
     if match is None:
-        raise ValueError(f"{text!r}: use a number and s, m, h or d (e.g. 10m)")
+        raise argparse.ArgumentTypeError(f"{text!r}: use a number and s, m, h or d (e.g. 10m)")
     return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
 
 
