@@ -264,6 +264,7 @@ async def _status(as_json: bool) -> int:
     """
     from engine import monitor
     from engine.app import broker
+    from engine.events import windows
     from engine.events.stats import read_task_stats
     from engine.streams import EVENTS, TASKS
 
@@ -275,6 +276,8 @@ async def _status(as_json: bool) -> int:
         stats = await read_task_stats(broker)
     except Exception as exc:
         stats, stats_error = [], redact(f"{type(exc).__name__}: {exc}")
+    now = datetime.now(UTC)
+    hours = [windows.window(s.recent, now) for s in stats]
     if as_json:
         document = {
             "server": redact(", ".join(broker.servers())),
@@ -284,7 +287,10 @@ async def _status(as_json: bool) -> int:
             },
             "consumers": [{**dataclasses.asdict(c), "impossible": c.impossible} for c in consumers],
             "workers": [w.model_dump(mode="json") for w in workers],
-            "task_stats": [s.model_dump(mode="json") for s in stats],
+            "task_stats": [
+                {**s.model_dump(mode="json", exclude={"recent"}), "last_hour": hour.as_dict()}
+                for s, hour in zip(stats, hours, strict=True)
+            ],
             "task_stats_error": stats_error,
         }
         print(json.dumps(document, indent=2, default=str))
@@ -316,15 +322,27 @@ async def _status(as_json: bool) -> int:
         print(f"task statistics unavailable: {stats_error}")
     if stats:
         print()
-        columns = ("queued", "ok", "failed", "retried", "dead", "avg ms")
-        print(f"{'task':28} " + " ".join(f"{c:>7}" for c in columns))
-        for s in stats:
-            avg = s.duration_ms_total / s.succeeded if s.succeeded else 0
+        print(f"{'last hour':28} {'ok':>6} {'failed':>6} {'retried':>7} {'dead':>5}   "
+              f"{'queue wait p50/p95/p99':>22}   {'run time p50/p95/p99':>22}")  # fmt: skip
+        for s, hour in zip(stats, hours, strict=True):
+            waits = "/".join(_ms(hour.wait_ms(q)) for q in windows.QUANTILES)
+            runs = "/".join(_ms(hour.run_ms(q)) for q in windows.QUANTILES)
             print(
-                f"{s.task_name:28} {s.queued:>7} {s.succeeded:>7} {s.failed:>7} "
-                f"{s.retried:>7} {s.dead_lettered:>7} {avg:>7.1f}"
+                f"{s.task_name[:28]:28} {hour.succeeded:>6} {hour.failed:>6} {hour.retried:>7} "
+                f"{hour.dead_lettered:>5}   {waits:>22}   {runs:>22}"
             )
     return 0
+
+
+def _ms(value: float | None) -> str:
+    """A duration in a few characters (a percentile's bucket bound, so never more precise)."""
+    if value is None:
+        return "-"
+    if value < 1:
+        return f"{value * 1000:.0f}µs"
+    if value < 1000:
+        return f"{value:.0f}ms" if value >= 10 else f"{value:.1f}ms"
+    return f"{value / 1000:.1f}s" if value < 60_000 else f"{value / 60_000:.1f}m"
 
 
 async def _check(as_json: bool) -> int:

@@ -23,6 +23,7 @@ import os
 import re
 import time
 import uuid
+from datetime import datetime
 from typing import Any, Literal
 
 from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
@@ -55,6 +56,16 @@ def lifecycle_event_id(task_id: str, transition: str, attempt: int | None = None
     """The event id of ``transition`` of ``task_id`` (of ``attempt``; none for "queued")."""
     name = f"{task_id}:{transition}" if attempt is None else f"{task_id}:{attempt}:{transition}"
     return uuid.uuid5(_LIFECYCLE, name).hex
+
+
+def _queued_at(labels: dict[str, Any]) -> datetime | None:
+    """When the task was kicked, from its label; None for a missing or unreadable one."""
+    value = labels.get(QUEUED_AT_LABEL)
+    try:
+        moment = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+    return moment if moment is not None and moment.tzinfo is not None else None
 
 
 class LifecycleMiddleware(TaskiqMiddleware):
@@ -160,6 +171,7 @@ class LifecycleMiddleware(TaskiqMiddleware):
                 attempt=attempt,
                 correlation_id=correlation,
                 causation_id=message.labels.get(CAUSATION_LABEL),
+                queued_at=_queued_at(message.labels),
             )
         )
         return message

@@ -101,10 +101,13 @@ class TaskQueued(TaskEvent):
 
 
 class TaskStarted(TaskEvent):
+    """``queued_at`` (1.1): when the task was kicked, so queue wait needs no other event."""
+
     event_type: Literal["task.started"] = "task.started"
-    event_version: str = "1.0"
+    event_version: str = "1.1"
     worker_id: str
     attempt: int = 1
+    queued_at: AwareDatetime | None = None
 
 
 class TaskSucceeded(TaskEvent):
@@ -199,6 +202,42 @@ class WorkerHeartbeat(BaseEvent):
     @property
     def degraded_lanes(self) -> list[str]:
         return sorted(name for name, lane in self.lane_health.items() if lane.state != "ok")
+
+
+# -- alerts (published by the elected evaluator, engine.alerting) ----------------------
+
+AlertSeverity = Literal["warning", "critical"]
+
+
+class AlertRaised(BaseEvent):
+    """A rule crossed its threshold and stayed there (hysteresis: engine.alerting).
+
+    ``alert_id`` is shared by the raise, any escalation (the same alert got
+    worse: ``escalated``) and the clear, so a pager bridge can pair them.
+    ``rule`` names the rule (consumer_lag, worker_lost ...), ``about`` what it
+    is about (a durable, a task type, a worker id).
+    """
+
+    event_type: Literal["alert.raised"] = "alert.raised"
+    event_version: str = "1.0"
+    alert_id: str
+    rule: str
+    about: str
+    severity: AlertSeverity
+    text: str
+    escalated: bool = False
+
+
+class AlertCleared(BaseEvent):
+    """A raised alert's rule has been back within its threshold long enough."""
+
+    event_type: Literal["alert.cleared"] = "alert.cleared"
+    event_version: str = "1.0"
+    alert_id: str
+    rule: str
+    about: str
+    text: str
+    raised_at: AwareDatetime
 
 
 # -- the PSD workflow (correlation_id is the workflow id) -------------------------------

@@ -14,7 +14,7 @@ import re
 from datetime import datetime
 
 from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from engine.broker import OneManageBroker
 from engine.direct import KV_OPERATION, TOO_MANY_RESULTS, DirectGetError, direct_all, subject
@@ -27,6 +27,7 @@ from engine.events.schemas import (
     TaskStarted,
     TaskSucceeded,
 )
+from engine.events.windows import Slot, fold
 from engine.streams import STATS_BUCKET
 
 
@@ -43,8 +44,10 @@ class TaskTypeStats(BaseModel):
     duration_ms_total: float = 0.0
     duration_ms_max: float = 0.0
     last_event_at: datetime | None = None
+    recent: list[Slot] = Field(default_factory=list)  # the last hour, a slot a minute (1.1)
 
     def apply(self, event: TaskEvent) -> None:
+        fold(self.recent, event)
         if isinstance(event, TaskQueued):
             self.queued += 1
         elif isinstance(event, TaskStarted):
