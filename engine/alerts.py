@@ -1,8 +1,8 @@
 """Alert rules: each key figure against a warning and a critical threshold, one definition.
 
-``onemanage check`` evaluates them today; the console and an evaluator in the
-worker are to use the same rules (issue 11), so that a threshold means one
-thing everywhere. Thresholds have defaults a new user can live with and are
+``onemanage check`` prints them and the worker's elected evaluator
+(engine.alerting) raises and clears alerts on them, so that a threshold means
+one thing everywhere. Thresholds have defaults a new user can live with and are
 overridden in a TOML file: ``ONEMANAGE_ALERTS_FILE``, else
 ``<data dir>/alerts.toml`` when it exists (docs/troubleshooting.md shows a
 commented example). A rule is pure: figures in, a level and a sentence out.
@@ -38,6 +38,22 @@ class Thresholds:
     failure_rate_critical: float = 0.50
     min_runs: int = 20
     window_s: float = 3600.0
+    # Age of the oldest task not yet acknowledged (queued or running), in seconds.
+    oldest_pending_warning_s: float = 300.0
+    oldest_pending_critical_s: float = 1800.0
+    # A task type's p95 run time over the last ``percentile_window_s``, once it has ``min_runs``.
+    run_p95_warning_ms: float = 60_000.0
+    run_p95_critical_ms: float = 600_000.0
+    percentile_window_s: float = 900.0
+    # A workflow with no step done for ``stuck_after_s`` is stuck; this many of them page.
+    stuck_after_s: float = 600.0
+    stuck_workflows_critical: int = 10
+    # A worker silent for 3 heartbeats is lost; after this long it is counted gone, not lost.
+    worker_gone_after_s: float = 600.0
+    # The evaluator: how often it looks, and how many looks in a row raise or clear an alert.
+    evaluate_every_s: float = 15.0
+    raise_after: int = 2
+    clear_after: int = 3
 
 
 class ThresholdsError(ValueError):
@@ -69,6 +85,9 @@ def load_thresholds(settings: Settings) -> Thresholds:
     for name, value in values.items():
         if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
             raise ThresholdsError(f"{path}: {name} must be a number >= 0, not {value!r}")
+    for name in ("evaluate_every_s", "raise_after", "clear_after"):
+        if name in values and values[name] == 0:
+            raise ThresholdsError(f"{path}: {name} must be above 0")
     return replace(Thresholds(), **values)
 
 
@@ -113,4 +132,49 @@ def failure_rate(task_name: str, failed: int, succeeded: int, t: Thresholds) -> 
     return level, (
         f"task {task_name}: {rate:.0%} of {runs:,} runs failed (warning at "
         f"{t.failure_rate_warning:.0%}, critical at {t.failure_rate_critical:.0%})"
+    )
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.0f} s" if value < 120 else f"{value / 60:.0f} min"
+
+
+def oldest_pending(age_s: float, t: Thresholds) -> tuple[int, str]:
+    level = _level(age_s, t.oldest_pending_warning_s, t.oldest_pending_critical_s)
+    return level, (
+        f"oldest unacknowledged task queued {_seconds(age_s)} ago (warning at "
+        f"{_seconds(t.oldest_pending_warning_s)}, critical at "
+        f"{_seconds(t.oldest_pending_critical_s)})"
+    )
+
+
+def run_p95(task_name: str, p95_ms: float | None, runs: int, t: Thresholds) -> tuple[int, str]:
+    minutes = t.percentile_window_s / 60
+    if p95_ms is None or runs < t.min_runs:
+        return OK, f"task {task_name}: {runs} runs in {minutes:g} min (too few for a p95)"
+    level = _level(p95_ms, t.run_p95_warning_ms, t.run_p95_critical_ms)
+    return level, (
+        f"task {task_name}: p95 run time {p95_ms / 1000:.3g} s over {runs:,} runs in the last "
+        f"{minutes:g} min (warning at {t.run_p95_warning_ms / 1000:g} s, critical at "
+        f"{t.run_p95_critical_ms / 1000:g} s)"
+    )
+
+
+def worker_lost(worker_id: str, silent_s: float, t: Thresholds) -> tuple[int, str]:
+    return WARNING, (
+        f"worker {worker_id} lost: no heartbeat for {_seconds(silent_s)} and no goodbye "
+        f"(counted gone after {_seconds(t.worker_gone_after_s)})"
+    )
+
+
+def stuck_workflows(stuck: list[tuple[str, float]], t: Thresholds) -> tuple[int, str]:
+    """``stuck``: (workflow id, seconds since its last progress) of each open workflow."""
+    late = sorted((age, wid) for wid, age in stuck if age >= t.stuck_after_s)
+    if not late:
+        return OK, f"no workflow without progress for {_seconds(t.stuck_after_s)}"
+    level = CRITICAL if len(late) >= t.stuck_workflows_critical else WARNING
+    shown = ", ".join(f"{wid[:8]} ({_seconds(age)})" for age, wid in late[:5])  # newest
+    return level, (
+        f"{len(late)} workflow(s) without progress for {_seconds(t.stuck_after_s)} or more: "
+        f"{shown} (critical at {t.stuck_workflows_critical}; `onemanage trace ID`)"
     )

@@ -360,7 +360,7 @@ async def _check(as_json: bool) -> int:
 
     def note(finding: health.Finding) -> None:
         found.append(finding)
-        if not as_json:
+        if not as_json and not finding.quiet:
             print(f"{finding.label} {finding.text}", flush=True)
 
     try:

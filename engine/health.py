@@ -9,11 +9,12 @@ lane by lane, so a check never puts work on the system it looks at.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from nats.js.api import StreamConfig
 from nats.js.errors import NotFoundError
@@ -21,12 +22,16 @@ from nats.js.errors import NotFoundError
 from engine import alerts, monitor
 from engine.app import broker
 from engine.discards import carried_past_its_own
-from engine.events.schemas import TaskDeadLettered, TaskFailed, TaskSucceeded, WorkerHeartbeat
+from engine.events import windows
+from engine.events.schemas import WorkerHeartbeat
+from engine.events.stats import read_task_stats
+from engine.liveness import Liveness, LostWorker
 from engine.redaction import redact_netloc
 from engine.streams import (
     EVENTS,
     IMMUTABLE_FIELDS,
     MUTABLE_FIELDS,
+    TASKS,
     bucket_config,
     drift,
     wanted_buckets,
@@ -41,15 +46,28 @@ NAMES = {OK: "ok", WARNING: "warning", CRITICAL: "critical", UNKNOWN: "unknown"}
 
 @dataclass(frozen=True)
 class Finding:
+    """One fact. ``rule`` and ``about`` name it for the alert evaluator (engine.alerting):
+    a finding with a rule is an alert while it is not ok."""
+
     level: int
     text: str
+    rule: str = ""
+    about: str = ""
+    quiet: bool = False  # an ok figure among many: in --json and to the evaluator, not a line
+
+    @property
+    def key(self) -> str:
+        return f"{self.rule}:{self.about}"
 
     @property
     def label(self) -> str:
         return _LABELS[self.level]
 
     def as_dict(self) -> dict[str, str | int]:
-        return {"level": NAMES[self.level], "code": self.level, "text": self.text}
+        shown: dict[str, str | int] = {"level": NAMES[self.level], "code": self.level}
+        if self.rule:
+            shown |= {"rule": self.rule, "about": self.about}
+        return shown | {"text": self.text}
 
 
 def worst(findings: list[Finding]) -> int:
@@ -89,7 +107,10 @@ async def _configuration() -> AsyncIterator[Finding]:
             have = (await broker.js.stream_info(name)).config
         except NotFoundError:
             yield Finding(
-                CRITICAL, f"stream {name} missing: no worker has started against this server"
+                CRITICAL,
+                f"stream {name} missing: no worker has started against this server",
+                "stream",
+                name,
             )
             continue
         target = target_of(have)
@@ -99,15 +120,19 @@ async def _configuration() -> AsyncIterator[Finding]:
                 CRITICAL,
                 f"stream {name}: {_shown(fixed)}; a worker will not start on it "
                 "(docs/troubleshooting.md)",
+                "stream",
+                name,
             )
         changed = drift(have, target, MUTABLE_FIELDS)
         if changed:
             yield Finding(
                 WARNING,
                 f"stream {name} drifted: {_shown(changed)}; the next worker to start puts it back",
+                "stream",
+                name,
             )
         if not fixed and not changed:
-            yield Finding(OK, f"stream {name} as configured")
+            yield Finding(OK, f"stream {name} as configured", "stream", name)
 
 
 async def _listeners_behind_discards() -> AsyncIterator[Finding]:
@@ -124,75 +149,113 @@ async def _listeners_behind_discards() -> AsyncIterator[Finding]:
                 CRITICAL,
                 f"listener {consumer.name} is {gap} event(s) behind what EVENTS still holds: "
                 "they were discarded at its limits before it read them",
+                "listener_behind",
+                consumer.name,
             )
 
 
-def _workers(workers: list[WorkerHeartbeat]) -> list[Finding]:
+def _workers(
+    workers: list[WorkerHeartbeat], lost: list[LostWorker], t: alerts.Thresholds
+) -> list[Finding]:
+    found = []
     if not workers:
         text = (
             "no live worker (no heartbeat in the last intervals): start `onemanage worker`, "
             "or see its log (a full JetStream store stops every publish, heartbeats too)"
         )
-        return [Finding(CRITICAL, text)]
-    degraded = [beat for beat in workers if beat.degraded_lanes]
-    found = [Finding(OK, f"{len(workers)} live worker(s), {len(degraded)} degraded")]
+        found.append(Finding(CRITICAL, text, "workers"))
+    else:
+        degraded = [beat for beat in workers if beat.degraded_lanes]
+        text = f"{len(workers)} live worker(s), {len(degraded)} degraded, {len(lost)} lost"
+        found.append(Finding(OK, text, "workers"))
     for beat in workers:
         if beat.store_error:
-            found.append(
-                Finding(CRITICAL, f"worker {beat.worker_id} cannot store: {beat.store_error}")
+            text = f"worker {beat.worker_id} cannot store: {beat.store_error}"
+            found.append(Finding(CRITICAL, text, "worker_store", beat.worker_id))
+        if beat.degraded_lanes:
+            lanes = ", ".join(
+                f"{name} ({beat.lane_health[name].last_error or 'not pulling'})"
+                for name in beat.degraded_lanes
             )
-    for beat in degraded:
-        lanes = ", ".join(
-            f"{name} ({beat.lane_health[name].last_error or 'not pulling'})"
-            for name in beat.degraded_lanes
-        )
-        found.append(Finding(WARNING, f"worker {beat.worker_id} degraded: {lanes}"))
+            text = f"worker {beat.worker_id} degraded: {lanes}"
+            found.append(Finding(WARNING, text, "worker_degraded", beat.worker_id))
+    for gone in lost:
+        level, text = alerts.worker_lost(gone.beat.worker_id, gone.silent_s, t)
+        found.append(Finding(level, text, "worker_lost", gone.beat.worker_id))
     for durable, count in sorted(monitor.missed_events(workers).items()):
-        found.append(
-            Finding(
-                WARNING,
-                f"listener {durable} missed {count} event(s): EVENTS discarded them at its limits "
-                "(raise ONEMANAGE_EVENTS_MAX_BYTES, or make the listener faster)",
-            )
+        text = (
+            f"listener {durable} missed {count} event(s): EVENTS discarded them at its limits "
+            "(raise ONEMANAGE_EVENTS_MAX_BYTES, or make the listener faster)"
         )
+        found.append(Finding(WARNING, text, "missed_events", durable))
     return found
 
 
-async def _against_thresholds() -> AsyncIterator[Finding]:
-    """Lag, redeliveries, dead letters and failure rates, each against its threshold."""
-    try:
-        limits = alerts.load_thresholds(broker.settings)
-    except alerts.ThresholdsError as exc:
-        yield Finding(UNKNOWN, f"thresholds not read: {exc}")
-        return
-    judged: list[tuple[int, str]] = []
+async def _against_thresholds(t: alerts.Thresholds, liveness: Liveness) -> AsyncIterator[Finding]:
+    """Each key figure against its threshold: the ones not ok, then how many are."""
+    judged: list[Finding] = []
+
+    def judge(rule: str, about: str, outcome: tuple[int, str]) -> None:
+        judged.append(Finding(outcome[0], outcome[1], rule, about))
+
     for c in await monitor.consumer_figures(broker):
         durable = f"{c.stream}/{c.name}"
-        judged.append(alerts.consumer_lag(durable, c.pending, limits))
-        judged.append(alerts.redelivered(durable, c.redelivered, limits))
-    window = timedelta(seconds=limits.window_s)
-    dead = await monitor.recent_events(broker, window, "events.task.dead_lettered")
-    judged.append(
-        alerts.dead_letters(len([e for e in dead if isinstance(e, TaskDeadLettered)]), limits)
-    )
-    finished: dict[str, list[int]] = {}
-    for subject in ("events.task.succeeded", "events.task.failed"):
-        for event in await monitor.recent_events(broker, window, subject):
-            if isinstance(event, TaskSucceeded):
-                finished.setdefault(event.task_name, [0, 0])[1] += 1
-            elif isinstance(event, TaskFailed) and not event.will_retry:
-                finished.setdefault(event.task_name, [0, 0])[0] += 1
-    for name, (failed, succeeded) in sorted(finished.items()):
-        judged.append(alerts.failure_rate(name, failed, succeeded, limits))
-    for level, text in judged:
-        if level != OK:
-            yield Finding(level, text)
-    calm = len([1 for level, _ in judged if level == OK])
+        judge("consumer_lag", durable, alerts.consumer_lag(durable, c.pending, t))
+        judge("redelivered", durable, alerts.redelivered(durable, c.redelivered, t))
+    now = datetime.now(UTC)
+    tasks = await monitor.stream_figures(broker, TASKS)
+    if tasks is not None and tasks.messages and tasks.first_ts is not None:
+        age = max((now - tasks.first_ts).total_seconds(), 0.0)
+        judge("oldest_pending", TASKS, alerts.oldest_pending(age, t))
+    stats = await read_task_stats(broker)
+    hours = {s.task_name: windows.window(s.recent, now, t.window_s) for s in stats}
+    dead = sum(hour.dead_lettered for hour in hours.values())
+    judge("dead_letters", "", alerts.dead_letters(dead, t))
+    for s in stats:
+        hour = hours[s.task_name]
+        if hour.succeeded or hour.failed:
+            outcome = alerts.failure_rate(s.task_name, hour.failed, hour.succeeded, t)
+            judge("failure_rate", s.task_name, outcome)
+        recent = windows.window(s.recent, now, t.percentile_window_s)
+        runs = sum(recent.run.values())
+        if runs:
+            outcome = alerts.run_p95(s.task_name, recent.run_ms(95), runs, t)
+            judge("run_p95", s.task_name, outcome)
+    judge("stuck_workflows", "", alerts.stuck_workflows(liveness.stuck(now), t))
+    for finding in judged:
+        if finding.level != OK:
+            yield finding
+    calm = len([1 for finding in judged if finding.level == OK])
     yield Finding(OK, f"{calm} of {len(judged)} figures within their thresholds")
+    for finding in judged:
+        if finding.level == OK:
+            yield dataclasses.replace(finding, quiet=True)
 
 
-async def findings() -> AsyncIterator[Finding]:
-    """Everything ``onemanage check`` looks at, in the order a person would."""
+def fresh_liveness(t: alerts.Thresholds) -> Liveness:
+    """What one check reads: heartbeats until gone, workflows of the last window."""
+    now = datetime.now(UTC)
+    beats = now - timedelta(seconds=max(t.worker_gone_after_s, 120.0))
+    return Liveness(beats, now - timedelta(seconds=t.window_s))
+
+
+async def findings(
+    limits: alerts.Thresholds | None = None, liveness: Liveness | None = None
+) -> AsyncIterator[Finding]:
+    """Everything ``onemanage check`` looks at, in the order a person would.
+
+    ``limits`` None reads the thresholds file; one it cannot use is an
+    unknown finding, and the figures are then not judged. The evaluator
+    passes its own ``liveness`` so each look reads only what is new.
+    """
+    problem = None
+    if limits is None:
+        try:
+            limits = alerts.load_thresholds(broker.settings)
+        except alerts.ThresholdsError as exc:
+            problem = exc
+    t = limits or alerts.Thresholds()
+    live = liveness or fresh_liveness(t)
     started = time.perf_counter()
     await broker.nc.flush()
     where = redact_netloc(broker.nc.connected_url.netloc) if broker.nc.connected_url else "?"
@@ -202,7 +265,12 @@ async def findings() -> AsyncIterator[Finding]:
         yield finding
     async for finding in _listeners_behind_discards():
         yield finding
-    for finding in _workers(await monitor.live_workers(broker)):
+    await live.refresh(broker)
+    now = datetime.now(UTC)
+    for finding in _workers(live.live(now), live.lost(now, t.worker_gone_after_s), t):
         yield finding
-    async for finding in _against_thresholds():
+    if problem is not None:
+        yield Finding(UNKNOWN, f"thresholds not read: {problem}")
+        return
+    async for finding in _against_thresholds(t, live):
         yield finding

@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import tomllib
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,9 @@ import pytest
 
 from engine.alerts import Thresholds
 from engine.broker import OneManageBroker
+from engine.services.samples import make_demo_psd
 from engine.streams import EVENTS, TASKS, wanted_buckets, wanted_streams
+from engine.submit import submit_psd
 from tests.support.harness import ROOT, EventCollector, WorkerProcess, onemanage
 from tests.support.tasks import whoami
 from tests.support.waiting import eventually
@@ -195,3 +198,111 @@ def test_the_documented_thresholds_are_the_defaults() -> None:
     text = (ROOT / "docs" / "troubleshooting.md").read_text()
     (block,) = re.findall(r"```toml\n(.*?)```", text, re.S)
     assert tomllib.loads(block)["thresholds"] == dataclasses.asdict(Thresholds())
+
+
+def _limits(tmp_path: Path, **overrides: float) -> dict[str, str]:
+    """The calm thresholds with ``overrides``, as the environment of a check or a worker."""
+    values = {**tomllib.loads(CALM.read_text())["thresholds"], **overrides}
+    path = tmp_path / f"alerts-{len(list(tmp_path.glob('alerts-*')))}.toml"
+    path.write_text("[thresholds]\n" + "".join(f"{k} = {v}\n" for k, v in values.items()))
+    return {"ONEMANAGE_ALERTS_FILE": str(path)}
+
+
+async def _until_found(
+    env: dict[str, str], found: Callable[[dict[str, Any]], bool], why: str
+) -> dict[str, Any]:
+    """The first report for which ``found`` holds."""
+    last: list[dict[str, Any]] = []
+
+    async def reached() -> dict[str, Any] | None:
+        code, report = await _report(env=env)
+        last[:] = [report]
+        return report if code != 3 and found(report) else None
+
+    return await eventually(reached, 90, lambda: f"{why}; last report: {last}", interval=0.5)
+
+
+def _of_rule(report: dict[str, Any], rule: str, about: str | None = None) -> list[dict[str, Any]]:
+    return [
+        f
+        for f in report["findings"]
+        if f.get("rule") == rule and (about is None or f.get("about") == about)
+    ]
+
+
+def _bad(report: dict[str, Any], rule: str, about: str | None = None) -> bool:
+    return any(f["level"] in ("warning", "critical") for f in _of_rule(report, rule, about))
+
+
+async def test_a_task_waiting_past_its_age_threshold_warns_and_clears_once_run(
+    events: EventCollector,
+    start_workers: Callable[..., WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    env = _limits(tmp_path, oldest_pending_warning_s=1, oldest_pending_critical_s=3600)
+    await _until(2, "no worker yet", env)
+    await whoami.kiq(1)
+    report = await _until_found(env, lambda r: _bad(r, "oldest_pending"), "the task waits")
+    (old,) = _of_rule(report, "oldest_pending")
+    assert old["level"] == "warning" and old["about"] == TASKS
+    assert old["text"].startswith("oldest unacknowledged task queued ")
+    worker = start_workers(processes=1)
+    await worker.ready(events)
+    await _until_found(env, lambda r: not _bad(r, "oldest_pending"), "the worker ran it")
+
+
+async def test_a_dead_letter_warns_until_it_leaves_the_window(
+    client: OneManageBroker,
+    events: EventCollector,
+    start_workers: Callable[..., WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    """A one-minute window: the current minute's slot, so the dead letter ages out within it."""
+    env = _limits(tmp_path, dead_letters_warning=1, dead_letters_critical=1000, window_s=60)
+    worker = start_workers(processes=1)
+    await worker.ready(events)
+    await _until_found(env, lambda r: not _bad(r, "dead_letters"), "no dead letter this minute")
+    garbage = b"\x00\xff not a taskiq message {"
+    await client.publish("tasks.default.test.add", garbage, msg_id=uuid.uuid4().hex)
+    report = await _until_found(env, lambda r: _bad(r, "dead_letters"), "the dead letter counts")
+    (dead,) = _of_rule(report, "dead_letters")
+    assert dead["level"] == "warning" and "dead letter(s) in the last" in dead["text"]
+    await _until_found(env, lambda r: not _bad(r, "dead_letters"), "the minute passed")
+
+
+async def test_a_workflow_without_progress_is_stuck_until_a_worker_runs_it(
+    client: OneManageBroker,
+    events: EventCollector,
+    start_workers: Callable[..., WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    env = _limits(tmp_path, stuck_after_s=1, stuck_workflows_critical=1000, window_s=600)
+    await _until(2, "no worker yet", env)
+    workflow_id = (await submit_psd(client, make_demo_psd(), "stuck.psd")).workflow_id
+
+    def stuck_ours(report: dict[str, Any]) -> bool:
+        return any(workflow_id[:8] in f["text"] for f in _of_rule(report, "stuck_workflows"))
+
+    report = await _until_found(env, stuck_ours, "the workflow waits for a worker")
+    (stuck,) = _of_rule(report, "stuck_workflows")
+    assert stuck["level"] == "warning" and "without progress for 1 s or more" in stuck["text"]
+    worker = start_workers(processes=1)
+    await worker.ready(events)
+    await _until_found(env, lambda r: not stuck_ours(r), "the worker ran it")
+
+
+async def test_a_silent_worker_is_lost_and_found_again(
+    events: EventCollector,
+    start_workers: Callable[..., WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    env = _limits(tmp_path, worker_gone_after_s=600)
+    worker = start_workers(processes=1, env={"ONEMANAGE_HEARTBEAT_INTERVAL": "0.5"})
+    (worker_id,) = await worker.ready(events)
+    with worker.paused():
+        report = await _until_found(
+            env, lambda r: _bad(r, "worker_lost", worker_id), "the worker stopped beating"
+        )
+        (lost,) = _of_rule(report, "worker_lost", worker_id)
+        assert lost["text"].startswith(f"worker {worker_id} lost: no heartbeat for ")
+    await _until_found(env, lambda r: not _of_rule(r, "worker_lost", worker_id), "beats again")
