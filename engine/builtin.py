@@ -1,4 +1,5 @@
-"""The built-in application: the PSD workflow, and the audit-log and task-stats listeners.
+"""The built-in application: the PSD workflow, the audit-log and task-stats listeners,
+and the alert evaluator (engine.alerting).
 
 ``onemanage worker`` runs this when given no modules. Name it beside your own
 modules to run both (``onemanage worker myapp.tasks engine.builtin``);
@@ -7,6 +8,7 @@ modules to run both (``onemanage worker myapp.tasks engine.builtin``);
 
 from __future__ import annotations
 
+from engine import alerting
 from engine.app import broker, event_listener
 from engine.events.audit import AuditLog
 from engine.events.schemas import BaseEvent, TaskEvent
@@ -17,6 +19,7 @@ __all__ = ["audit_log", "broker", "psd", "task_stats", "workflow"]
 
 _audit = AuditLog()
 _stats = StatsFolder(broker)
+alerting.install(broker)
 
 
 @event_listener("audit-log")

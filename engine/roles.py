@@ -29,6 +29,7 @@ from typing import Literal
 from engine.events.schemas import PsdWorkflowSubmitted, TaskQueued
 from engine.routing import WORKFLOW_LANE, task_subject
 from engine.streams import (
+    ALERTS_BUCKET,
     ARTEFACTS,
     EVENTS,
     INPUTS,
@@ -106,6 +107,7 @@ _WORK: tuple[tuple[str, str], ...] = (
     (f"$KV.{RESULTS_BUCKET}.>", "store results"),
     (f"$KV.{STATS_BUCKET}.>", "fold task statistics"),
     (f"$KV.{MARKS_BUCKET}.>", "mark handled events (listener idempotency)"),
+    (f"$KV.{ALERTS_BUCKET}.>", "the alert evaluator's book (raised alerts, who evaluates)"),
     ("inputs.>", "store inputs"),
     ("artefacts.>", "store artefacts"),
     (f"{_API}.INFO", "account figures"),

@@ -42,6 +42,7 @@ EVENTS_SUBJECTS = "events.>"
 RESULTS_BUCKET = "onemanage_results"
 STATS_BUCKET = "onemanage_task_stats"
 MARKS_BUCKET = "onemanage_listener_marks"
+ALERTS_BUCKET = "onemanage_alerts"  # the alert evaluator's book (engine.alerting)
 # Chunked blobs (engine.blobs): PSD inputs by content address, workflow artefacts.
 INPUTS = "INPUTS"
 ARTEFACTS = "ARTEFACTS"
@@ -254,6 +255,7 @@ def wanted_buckets(settings: Settings) -> list[tuple[str, float, bool]]:
         (RESULTS_BUCKET, settings.results_ttl, False),
         (STATS_BUCKET, 0, True),  # read by viewers
         (MARKS_BUCKET, settings.marks_ttl, False),
+        (ALERTS_BUCKET, 0, False),
     ]
 
 

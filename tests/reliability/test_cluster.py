@@ -29,6 +29,7 @@ from engine.monitor import EventReader
 from engine.results import await_result
 from engine.settings import Settings
 from engine.streams import (
+    ALERTS_BUCKET,
     ARTEFACTS,
     EVENTS,
     INPUTS,
@@ -52,6 +53,7 @@ ALL_STREAMS = (
     f"KV_{RESULTS_BUCKET}",
     f"KV_{STATS_BUCKET}",
     f"KV_{MARKS_BUCKET}",
+    f"KV_{ALERTS_BUCKET}",
     INPUTS,
     ARTEFACTS,
 )
