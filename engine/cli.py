@@ -249,20 +249,13 @@ def _client(coro_factory: Callable[[], Awaitable[int]]) -> int:
     return asyncio.run(run())
 
 
-def _age(ts: datetime | None) -> str:
-    if ts is None:
-        return "-"
-    seconds = (datetime.now(UTC) - ts).total_seconds()
-    return f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.0f}m"
-
-
 async def _status(as_json: bool) -> int:
     """Streams, consumers, live workers and task statistics: one screen, or one JSON document.
 
     It only reads (the viewer role): stream and consumer info, heartbeats and
     statistics by direct get, so it leaves nothing on the server.
     """
-    from engine import monitor
+    from engine import monitor, statusview
     from engine.app import broker
     from engine.events import windows
     from engine.events.stats import read_task_stats
@@ -296,53 +289,14 @@ async def _status(as_json: bool) -> int:
         print(json.dumps(document, indent=2, default=str))
         return 0
     print(f"server: {redact(', '.join(broker.servers()))}")
-    for name, figures in streams.items():
-        if figures is None:
-            print(f"{name:7} missing (start a worker to create it)")
-            continue
-        print(
-            f"{name:7} {figures.messages:>8} msgs {figures.bytes / 1024:>10.1f} KiB  "
-            f"seq {figures.first_seq}..{figures.last_seq}  consumers {figures.consumers}  "
-            f"last {_age(figures.last_ts)} ago"
-        )
-    print()
-    print(f"{'consumer':24} {'pending':>8} {'ack pend':>8} {'redeliv':>8} {'waiting':>8}")
-    for c in consumers:
-        mark = "  (impossible figures!)" if c.impossible else ""
-        print(
-            f"{c.stream + '/' + c.name:24} {c.pending:>8} {c.ack_pending:>8} "
-            f"{c.redelivered:>8} {c.waiting:>8}{mark}"
-        )
-    print()
-    print(f"workers alive: {len(workers)}")
-    for w in workers:
-        print(f"  {w.worker_id:28} running {w.running:>4}  processed {w.processed:>7}", end="")
-        print(f"  failed {w.failed}")
+    blocks = [statusview.streams(streams), statusview.consumers(consumers)]
+    blocks.append(statusview.workers(workers))
     if stats_error:
-        print(f"task statistics unavailable: {stats_error}")
+        blocks.append([f"task statistics unavailable: {stats_error}"])
     if stats:
-        print()
-        print(f"{'last hour':28} {'ok':>6} {'failed':>6} {'retried':>7} {'dead':>5}   "
-              f"{'queue wait p50/p95/p99':>22}   {'run time p50/p95/p99':>22}")  # fmt: skip
-        for s, hour in zip(stats, hours, strict=True):
-            waits = "/".join(_ms(hour.wait_ms(q)) for q in windows.QUANTILES)
-            runs = "/".join(_ms(hour.run_ms(q)) for q in windows.QUANTILES)
-            print(
-                f"{s.task_name[:28]:28} {hour.succeeded:>6} {hour.failed:>6} {hour.retried:>7} "
-                f"{hour.dead_lettered:>5}   {waits:>22}   {runs:>22}"
-            )
+        blocks.append(statusview.last_hour(stats, hours))
+    print("\n\n".join("\n".join(block) for block in blocks))
     return 0
-
-
-def _ms(value: float | None) -> str:
-    """A duration in a few characters (a percentile's bucket bound, so never more precise)."""
-    if value is None:
-        return "-"
-    if value < 1:
-        return f"{value * 1000:.0f}µs"
-    if value < 1000:
-        return f"{value:.0f}ms" if value >= 10 else f"{value:.1f}ms"
-    return f"{value / 1000:.1f}s" if value < 60_000 else f"{value / 60_000:.1f}m"
 
 
 async def _check(as_json: bool) -> int:

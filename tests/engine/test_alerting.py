@@ -15,7 +15,6 @@ from engine.broker import OneManageBroker
 from engine.events.schemas import AlertCleared, AlertRaised, BaseEvent, WorkerHeartbeat
 from engine.health import CRITICAL, OK, WARNING, Finding
 from tests.support.harness import ROOT, EventCollector, WorkerProcess, stored_events
-from tests.support.waiting import eventually
 
 LIMITS = alerts.Thresholds(raise_after=2, clear_after=3)
 

@@ -9,6 +9,7 @@ import random
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,8 +19,10 @@ from engine.broker import OneManageBroker
 from engine.events.publisher import publish_event
 from engine.events.schemas import TaskStarted, TaskSucceeded
 from engine.events.windows import WINDOW_SLOTS, Slot, fold, window
-from tests.support.harness import EventCollector, WorkerProcess, onemanage
+from tests.support.harness import ROOT, EventCollector, WorkerProcess, onemanage
 from tests.support.waiting import eventually
+
+CALM = ROOT / "tests" / "support" / "calm-alerts.toml"
 
 
 def _exact(values: list[float], q: float) -> float:
@@ -85,6 +88,7 @@ async def test_status_and_check_report_the_injected_durations_within_one_bucket(
     client: OneManageBroker,
     events: EventCollector,
     start_workers: Callable[..., WorkerProcess],
+    tmp_path: Path,
 ) -> None:
     """Lifecycle events with known durations, folded by a real worker's task-stats listener."""
     worker = start_workers(processes=1)
@@ -112,3 +116,15 @@ async def test_status_and_check_report_the_injected_durations_within_one_bucket(
     text = (await asyncio.to_thread(onemanage, "status")).stdout
     (line,) = [line for line in text.splitlines() if line.startswith(name)]
     assert f"{len(runs)}" in line.split()
+
+    # check judges the same p95 (its window is the last 15 minutes: the same events).
+    limits = tmp_path / "alerts.toml"
+    calm = CALM.read_text().replace("min_runs = 1000000", "min_runs = 20")
+    limits.write_text(calm + "run_p95_warning_ms = 1\n")
+    done = await asyncio.to_thread(
+        onemanage, "check", "--json", env={"ONEMANAGE_ALERTS_FILE": str(limits)}
+    )
+    found = json.loads(done.stdout)["findings"]
+    (p95,) = [f for f in found if f.get("rule") == "run_p95" and f["about"] == name]
+    assert p95["level"] == "warning", p95
+    assert f"p95 run time {hour['run_ms']['p95'] / 1000:.3g} s over {len(runs)} runs" in p95["text"]
