@@ -384,7 +384,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--since", type=parse_duration, default=timedelta(hours=1),
                         help="how much EVENTS history to replay at start (default 1h)")  # fmt: skip
     parser.add_argument("--with-worker", action="store_true",
-                        help="also start a local worker when a server is configured")  # fmt: skip
+                        help="also start a local worker when a server is configured "
+                             "(default: only on the embedded server)")  # fmt: skip
     parser.add_argument(
         "--config",
         type=Path,
@@ -397,7 +398,8 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="MODULE",
-        help="a module defining your own event types, so they read as events (repeatable)",
+        help="a module defining your own event types, so they read as events "
+        "(repeatable; default: none)",
     )
     args = parser.parse_args(argv)
     for module in args.imports:

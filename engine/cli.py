@@ -651,10 +651,17 @@ def build_parser() -> argparse.ArgumentParser:
         "viewer roles and their generated credentials (docs/security.md)",
     )
     server.add_argument(
-        "action", nargs="?", default="run", choices=["run", "status", "stop", "config"]
+        "action",
+        nargs="?",
+        default="run",
+        choices=["run", "status", "stop", "config"],
+        help="what to do (default: run)",
     )
     server.add_argument(
-        "--port", type=int, default=None, help="client port (run: a free one; config: 4222)"
+        "--port",
+        type=int,
+        default=None,
+        help="client port (default: run: a free one; config: 4222)",
     )
     config = server.add_argument_group("config")
     config.add_argument(
@@ -675,11 +682,16 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument(
         "--store", type=Path, default=None, help="JetStream store directory (default: OUT/store)"
     )
-    config.add_argument("--tls-cert", type=Path, help="server certificate (PEM): clients use TLS")
-    config.add_argument("--tls-key", type=Path, help="its private key (PEM)")
-    config.add_argument("--tls-ca", type=Path, help="CA to verify client certificates with")
+    config.add_argument(
+        "--tls-cert", type=Path, help="server certificate (PEM): clients use TLS (default: none)"
+    )
+    config.add_argument("--tls-key", type=Path, help="its private key (PEM) (default: none)")
+    config.add_argument(
+        "--tls-ca", type=Path, help="CA to verify client certificates with (default: none)"
+    )
     config.add_argument("--cluster", metavar="HOST:PORT,...",
-                        help="route address of every node: one config file per node")  # fmt: skip
+                        help="route address of every node: one config file per node "
+                             "(default: a single server)")  # fmt: skip
     server.set_defaults(func=cmd_server)
 
     worker = commands.add_parser("worker", help="run headless workers")
@@ -724,8 +736,12 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(func=lambda args: _client(lambda: _status(args.json)))
 
     submit = commands.add_parser("submit", help="submit PSD/PSB files to the workflow")
-    submit.add_argument("files", nargs="+")
-    submit.add_argument("--wait", action="store_true", help="follow until done; exit 1 on failure")
+    submit.add_argument("files", nargs="+", help="PSD or PSB files, each a workflow")
+    submit.add_argument(
+        "--wait",
+        action="store_true",
+        help="follow until done; exit 1 on failure (default: return once queued)",
+    )
     submit.set_defaults(func=lambda args: _client(lambda: _submit(args.files, args.wait)))
 
     demo = commands.add_parser("demo", help="write a generated layered demo PSD")
@@ -767,7 +783,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     events.add_argument(
         "--import", dest="imports", action="append", default=[], metavar="MODULE",
-        help="a module defining your own event types, so they read as events (repeatable)",
+        help="a module defining your own event types, so they read as events "
+        "(repeatable; default: none)",
     )  # fmt: skip
     events.set_defaults(func=cmd_events)
 

@@ -139,3 +139,51 @@ def test_a_wrong_url_fails_with_a_clear_error(tmp_path: Path) -> None:
     assert (
         "CRIT cannot connect: NotConnectedError: cannot reach nats://127.0.0.1:9" in result.stdout
     )
+
+
+COMMANDS = [
+    ["onemanage"],
+    *(["onemanage", name] for name in
+      ("server", "worker", "status", "submit", "demo", "artefacts", "events", "trace", "check")),
+    ["onemanage-console"],
+]  # fmt: skip
+
+
+def _options(help_text: str) -> dict[str, str]:
+    """Each option or positional of a --help screen, with its help text."""
+    entries: dict[str, str] = {}
+    name = None
+    section = ""
+    for line in help_text.splitlines():
+        if line and not line.startswith(" "):
+            section, name = line, None  # "options:", "positional arguments:", a group
+            continue
+        if "arguments" not in section and "options" not in section and ":" not in section:
+            continue
+        if line.startswith("  ") and not line.startswith("   ") and line.strip():
+            name, _, rest = line.strip().partition("  ")
+            entries[name] = rest.strip()
+        elif name is not None:
+            entries[name] += " " + line.strip()
+    return entries
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_every_option_says_what_it_does_and_its_default(command: list[str]) -> None:
+    program = "engine.cli" if command[0] == "onemanage" else "console.app"
+    done = subprocess.run(
+        [sys.executable, "-m", program, *command[1:], "--help"],
+        capture_output=True, text=True, cwd=ROOT, env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    options = _options(done.stdout)
+    assert options, done.stdout
+    silent = {
+        name: text
+        for name, text in options.items()
+        if name.startswith("-")  # a required positional has no default
+        and not name.startswith(("-h,", "--version"))
+        and "default" not in text
+    }
+    assert silent == {}, f"options without a default in their help: {silent}"
+    assert all(text for name, text in options.items() if not name.startswith("{")), options
