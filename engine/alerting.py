@@ -93,7 +93,11 @@ def step(book: Book, looked: list[health.Finding], t: alerts.Thresholds, now: da
             continue
         tracked.under += 1
         if tracked.under >= t.clear_after:
-            text = finding.text if finding is not None else f"{tracked.rule} no longer applies"
+            text = (
+                finding.text
+                if finding is not None
+                else f"{tracked.rule} {tracked.about}: no longer found (it went away)"
+            )
             book.outbox.append(
                 AlertCleared(
                     alert_id=tracked.alert_id,

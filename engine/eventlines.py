@@ -78,11 +78,12 @@ def _fields(data: bytes) -> dict[str, Any]:
 
 
 def as_line(event: BaseEvent | UnparsedEvent, seq: int, subject: str, width: int = 160) -> str:
-    """Time, type and the fields that are not the envelope, cut to ``width``."""
+    """Time, type and the fields set, but not the envelope, cut to ``width``."""
     if isinstance(event, UnparsedEvent):
         what = f"UNREADABLE {event.event_type or ''}".strip()
         return f"{'-':24} {what:28} seq {seq} on {subject}: {event.reason}: {event.detail}"
-    fields = event.model_dump(mode="json", exclude=set(_ENVELOPE))
+    fields = event.model_dump(mode="json", exclude=set(_ENVELOPE), exclude_none=True)
+    fields["source"] = fields.pop("source")  # who said it, after what was said
     text = " ".join(f"{key}={json.dumps(value)}" for key, value in fields.items())
     if len(text) > width:
         text = text[: width - 1] + "…"

@@ -169,16 +169,24 @@ def _workers(
         text = f"{len(workers)} live worker(s), {len(degraded)} degraded, {len(lost)} lost"
         found.append(Finding(OK, text, "workers"))
     for beat in workers:
+        wid = beat.worker_id
         if beat.store_error:
-            text = f"worker {beat.worker_id} cannot store: {beat.store_error}"
-            found.append(Finding(CRITICAL, text, "worker_store", beat.worker_id))
+            text = f"worker {wid} cannot store: {beat.store_error}"
+            found.append(Finding(CRITICAL, text, "worker_store", wid))
+        else:
+            found.append(Finding(OK, f"worker {wid} can store", "worker_store", wid, True))
         if beat.degraded_lanes:
             lanes = ", ".join(
                 f"{name} ({beat.lane_health[name].last_error or 'not pulling'})"
                 for name in beat.degraded_lanes
             )
-            text = f"worker {beat.worker_id} degraded: {lanes}"
-            found.append(Finding(WARNING, text, "worker_degraded", beat.worker_id))
+            text = f"worker {wid} degraded: {lanes}"
+            found.append(Finding(WARNING, text, "worker_degraded", wid))
+        else:
+            text = f"worker {wid}: every lane pulls"
+            found.append(Finding(OK, text, "worker_degraded", wid, True))
+        text = f"worker {wid} beats (every {beat.interval_s:g} s)"
+        found.append(Finding(OK, text, "worker_lost", wid, True))
     for gone in lost:
         level, text = alerts.worker_lost(gone.beat.worker_id, gone.silent_s, t)
         found.append(Finding(level, text, "worker_lost", gone.beat.worker_id))

@@ -305,4 +305,8 @@ async def test_a_silent_worker_is_lost_and_found_again(
         )
         (lost,) = _of_rule(report, "worker_lost", worker_id)
         assert lost["text"].startswith(f"worker {worker_id} lost: no heartbeat for ")
-    await _until_found(env, lambda r: not _of_rule(r, "worker_lost", worker_id), "beats again")
+    report = await _until_found(
+        env, lambda r: not _bad(r, "worker_lost", worker_id), "the worker beats again"
+    )
+    (found,) = _of_rule(report, "worker_lost", worker_id)
+    assert found["text"] == f"worker {worker_id} beats (every 0.5 s)"
