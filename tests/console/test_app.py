@@ -17,7 +17,15 @@ from console.widgets.submit import SubmitScreen
 from console.widgets.task_flow import TaskFlow, TaskRows
 from engine.broker import OneManageBroker
 from engine.events.publisher import publish_event
-from engine.events.schemas import BaseEvent, TaskFailed, TaskQueued, TaskStarted, TaskSucceeded
+from engine.events.schemas import (
+    AlertCleared,
+    AlertRaised,
+    BaseEvent,
+    TaskFailed,
+    TaskQueued,
+    TaskStarted,
+    TaskSucceeded,
+)
 from engine.services.samples import make_demo_psd
 from tests.conftest import NatsServer
 from tests.support.waiting import until
@@ -182,6 +190,40 @@ async def test_filter_and_pause(client: OneManageBroker) -> None:
         app.query_one("#filter").value = late
         await pilot.press("enter")
         await until(pilot, lambda: len(rows.rows) == 2)
+
+
+async def test_an_engine_alert_shows_in_the_banner_until_it_clears(
+    client: OneManageBroker,
+) -> None:
+    """The raise read from history, then its escalation and its clear live, as the engine sends."""
+    alert_id, about = uuid.uuid4().hex, f"TASKS/lagging-{uuid.uuid4().hex[:8]}"
+    common = {"alert_id": alert_id, "rule": "consumer_lag", "about": about}
+    raised = AlertRaised(**common, severity="warning", text="backlog 600 for 2m")
+    await publish_event(client, raised)
+    app = ConsoleApp(ConsoleOptions(since=timedelta(minutes=5)))
+    async with app.run_test(size=SIZE) as pilot:
+        banner = app.main.query_one("#alerts")
+
+        def shown() -> str:
+            return str(banner.render())
+
+        await until(pilot, lambda: f"ALERT consumer_lag {about}: backlog 600 for 2m" in shown())
+        assert banner.has_class("active")
+
+        await publish_event(
+            client, AlertRaised(**common, severity="critical", text="backlog 9000", escalated=True)
+        )
+        await until(pilot, lambda: f"ALERT consumer_lag {about}: backlog 9000" in shown())
+        assert "backlog 600" not in shown()
+
+        await publish_event(
+            client, AlertCleared(**common, text="backlog 0", raised_at=raised.timestamp)
+        )
+        await until(pilot, lambda: f"ALERT consumer_lag {about}" not in shown())
+        assert alert_id not in app.state.raised_alerts
+        # Under the alerts, where the banner has room (other tests' history may fill it).
+        (cleared,) = [line for line in app.alert_lines(room=20) if about in line]
+        assert "cleared" in cleared and "after" in cleared and "backlog 0" in cleared
 
 
 async def test_remapped_keys(client: OneManageBroker, tmp_path: Path) -> None:

@@ -23,6 +23,8 @@ from console.state import ConsoleState
 from console.widgets.detail import DetailScreen, LayerTree
 from console.widgets.image import ImageView
 from engine.events.schemas import (
+    AlertCleared,
+    AlertRaised,
     BaseEvent,
     PsdStepCompleted,
     PsdWorkflowCompleted,
@@ -275,6 +277,15 @@ def build_state(store: dict[str, bytes]) -> ConsoleState:
     for n in range(6):
         events += task(ev, f"{n:02d}c0de{n:02d}c0de{n:02d}c0de{n:02d}c0de{n:02d}", "diag.noop",
                        400 + 30 * n, "succeeded", 0.3 + n / 10)  # fmt: skip
+    lag = {"alert_id": "a1e27000" * 4, "rule": "consumer_lag", "about": "EVENTS/task-stats"}
+    lost = {"alert_id": "a1e27001" * 4, "rule": "worker_lost", "about": "render-05:311"}
+    events += [  # the engine's evaluator: one raised and escalated, one raised and cleared
+        ev(AlertRaised, 100, **lost, severity="warning", text="no heartbeat for 15 s"),
+        ev(AlertCleared, 450, **lost, text="heartbeats again", raised_at=START + timedelta(0, 100)),
+        ev(AlertRaised, 480, **lag, severity="warning", text="80 pending for 2 min"),
+        ev(AlertRaised, 570, **lag, severity="critical", text="80 pending for 3 min, not draining",
+           escalated=True),
+    ]  # fmt: skip
     events += [
         heartbeat(ev, ORCHESTRATOR, 597, running=1, processed=1_204, failed=3,
                   lanes=["workers", "workflows"]),
