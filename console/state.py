@@ -33,6 +33,8 @@ from engine.events.schemas import (
     UnparsedEvent,
     WorkerHeartbeat,
 )
+from engine.events.stats import TaskTypeStats
+from engine.events.windows import WindowFigures, window
 from engine.identity import utc_now
 from engine.monitor import ConsumerFigures, StreamFigures, missed_events
 from engine.streams import TASKS
@@ -227,7 +229,6 @@ class ConsoleState:
         max_rows: int = 2000,
         max_failures: int = 1000,
         trace_budget: int = 20_000,
-        durations_kept: int = 1000,
         clock: Clock = utc_now,
     ) -> None:
         self.max_rows = max_rows
@@ -239,12 +240,15 @@ class ConsoleState:
         self.failures: OrderedDict[str, Row] = OrderedDict()
         self.traces: OrderedDict[str, list[BaseEvent]] = OrderedDict()
         self._trace_events = 0
-        self.durations: dict[str, deque[float]] = {}
-        self._durations_kept = durations_kept
         self.workers: dict[str, WorkerView] = {}
         self.streams: dict[str, StreamView] = {}
         self.consumers: dict[str, ConsumerView] = {}
         self.connection = Connection()
+        # The engine's shared statistics (engine.events.stats), read by the pump: the same
+        # figures `onemanage status` shows, from every worker, not only the events seen here.
+        self.task_stats: list[TaskTypeStats] = []
+        self.stats_read_at: datetime | None = None
+        self.stats_error: str | None = None  # why the last read failed; None once one works
         # The evaluator raises a rule about one thing once until it clears, so this holds
         # no more than what it has raised; the cleared ones are bounded.
         self.raised_alerts: dict[str, RaisedAlert] = {}
@@ -357,10 +361,6 @@ class ConsoleState:
             if self._advance(row, "succeeded", event):
                 row.worker, row.attempt = event.worker_id, event.attempt
                 row.duration_ms = event.duration_ms
-            kept = self.durations.get(event.task_name)
-            if kept is None:
-                kept = self.durations[event.task_name] = deque(maxlen=self._durations_kept)
-            kept.append(event.duration_ms)
         elif isinstance(event, TaskFailed):
             row.error_type, row.error_message = event.error_type, event.error_message
             row.worker, row.attempt, row.duration_ms = (
@@ -488,6 +488,15 @@ class ConsoleState:
         self.consumers = fresh
         self.version += 1
 
+    def stats_polled(self, stats: list[TaskTypeStats]) -> None:
+        self.task_stats, self.stats_read_at, self.stats_error = stats, self.clock(), None
+        self.version += 1
+
+    def stats_unavailable(self, error: str) -> None:
+        """A read of the statistics failed: the last ones read stay, marked by ``error``."""
+        self.stats_error = error
+        self.version += 1
+
     # -- reading ------------------------------------------------------------------
 
     def visible_rows(self, row_filter: RowFilter | None = None, limit: int = 1000) -> list[Row]:
@@ -506,12 +515,15 @@ class ConsoleState:
     def trace(self, correlation_id: str) -> list[BaseEvent]:
         return sorted(self.traces.get(correlation_id, []), key=lambda e: e.timestamp)
 
-    def task_percentiles(self) -> list[tuple[str, int, float | None, float | None]]:
-        """Per task type: kept durations, p50 and p95 (ms)."""
-        return [
-            (name, len(kept), percentile(kept, 50), percentile(kept, 95))
-            for name, kept in sorted(self.durations.items())
-        ]
+    def task_windows(self, seconds: float = 3600.0) -> list[tuple[str, WindowFigures]]:
+        """Per task type that did anything in the last ``seconds``: its counts and histograms."""
+        now = self.clock()
+        shown = []
+        for stats in self.task_stats:
+            figures = window(stats.recent, now, seconds)
+            if figures.run or figures.wait or figures.queued or figures.dead_lettered:
+                shown.append((stats.task_name, figures))
+        return shown
 
     def engine_alerts(self) -> list[RaisedAlert]:
         """The evaluator's alerts still raised: critical first, then the oldest first."""

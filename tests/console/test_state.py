@@ -25,7 +25,10 @@ from engine.events.schemas import (
     UnparsedEvent,
     WorkerHeartbeat,
 )
+from engine.events.stats import TaskTypeStats
+from engine.events.windows import window
 from engine.monitor import ConsumerFigures, StreamFigures
+from engine.percentiles import GROWTH
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -202,11 +205,58 @@ def test_percentiles() -> None:
     assert percentile(values, 50) == 50.0
     assert percentile(values, 95) == 95.0
     assert percentile(values, 100) == 100.0
-    state = ConsoleState(durations_kept=10)
-    for n in range(20):
-        run_task(state, f"t{n}", "psd.parse", ms=float(n))
-    ((name, kept, p50, p95),) = state.task_percentiles()
-    assert (name, kept, p50, p95) == ("psd.parse", 10, 14.0, 19.0)  # the last 10 only
+
+
+def task_stats(name: str, runs: list[tuple[float, float]], failed_at: float | None = None,
+               waited_ms: float = 40.0) -> TaskTypeStats:  # fmt: skip
+    """What the engine's task-stats listener stores after these runs (start second, ms)."""
+    stats = TaskTypeStats(task_name=name)
+    for n, (t, ms) in enumerate(runs):
+        ids = {"task_id": f"{name}-{n}", "task_name": name}
+        stats.apply(TaskQueued(**ids, timestamp=at(t)))
+        stats.apply(TaskStarted(**ids, worker_id="w", queued_at=at(t),
+                                timestamp=at(t + waited_ms / 1000)))  # fmt: skip
+        stats.apply(TaskSucceeded(**ids, worker_id="w", duration_ms=ms, timestamp=at(t + 1)))
+    if failed_at is not None:
+        stats.apply(TaskFailed(task_id=f"{name}-x", task_name=name, worker_id="w",
+                               duration_ms=500, error_type="E", error_message="m",
+                               timestamp=at(failed_at)))  # fmt: skip
+    return stats
+
+
+def test_task_figures_are_the_shared_statistics_of_the_last_hour() -> None:
+    """The same window `onemanage status` computes, for the task types busy within it."""
+    clock = Clock()
+    state = ConsoleState(clock=clock)
+    assert state.task_windows() == [] and state.stats_read_at is None
+    run_task(state, "t1", "seen.here.only")  # folded events no longer make figures
+    parse = task_stats("psd.parse", [(n * 30, 10.0 * (n + 1)) for n in range(20)], failed_at=300)
+    idle = task_stats("psd.idle", [(-7200, 5.0)])  # ran two hours ago
+    clock.now = at(900)
+    state.stats_polled([idle, parse])
+    assert state.stats_read_at == at(900) and state.stats_error is None
+    ((name, hour),) = state.task_windows()
+    expected = window(parse.recent, at(900))
+    assert name == "psd.parse"
+    assert (hour.succeeded, hour.failed) == (20, 1)
+    for q in (50, 95, 99):
+        assert hour.run_ms(q) == expected.run_ms(q)
+        assert hour.wait_ms(q) == expected.wait_ms(q)
+    assert hour.wait_ms(50) is not None and 40 <= hour.wait_ms(50) <= 40 * GROWTH
+    assert hour.run_ms(99) is not None and 500 <= hour.run_ms(99) <= 500 * GROWTH  # the failure
+    clock.now = at(900 + 3600)
+    assert state.task_windows() == []  # the hour has moved on
+
+
+def test_a_failed_read_of_the_statistics_keeps_the_last_ones() -> None:
+    state = ConsoleState(clock=Clock())
+    state.stats_polled([task_stats("psd.parse", [(0, 10.0)])])
+    version = state.version
+    state.stats_unavailable("TimeoutError: nats: timeout")
+    assert state.stats_error == "TimeoutError: nats: timeout" and state.version > version
+    assert [name for name, _ in state.task_windows()] == ["psd.parse"]
+    state.stats_polled([])
+    assert state.stats_error is None and state.task_windows() == []
 
 
 def test_unreadable_events_are_counted_by_reason() -> None:
