@@ -35,8 +35,9 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 
 from console import config as console_config
+from console.format import age
 from console.pump import Pump
-from console.state import ConsoleState
+from console.state import ConsoleState, clock_time
 from console.widgets.consumers import ConsumerLag
 from console.widgets.detail import DetailScreen
 from console.widgets.failures import Failures
@@ -56,6 +57,7 @@ from engine.redaction import redact, redact_logging
 logger = logging.getLogger(__name__)
 
 REFRESH_HZ = 10
+ALERT_LINES = 3  # the banner's height at most (console.tcss)
 
 
 @runtime_checkable
@@ -161,19 +163,34 @@ class ConsoleApp(App[None]):
                 if isinstance(panel, Panel):
                     panel.update_view()
         self._update(main.query_one("#status", Static), self.status_line(), layout=False)
-        alerts = self.state.alerts()
         banner = main.query_one("#alerts", Static)
-        banner.set_class(bool(alerts), "active")
-        lines = [
-            f"[{'bold white on red' if a.severity == 'error' else 'bold black on yellow'}]"
-            f" {'✖' if a.severity == 'error' else '⚠'} {escape(a.message)} [/]"
-            for a in alerts[:3]
-        ]
-        if len(alerts) > 3:
-            lines[-1] += f"  [dim](+{len(alerts) - 3} more)[/]"
+        lines = self.alert_lines()
+        banner.set_class(bool(lines), "active")
         text = "\n".join(lines)
         grew = text.count("\n") != str(getattr(banner, "_text", "")).count("\n")
         self._update(banner, text, layout=grew)
+
+    def alert_lines(self, room: int = ALERT_LINES) -> list[str]:
+        """The banner: alerts worst first; engine alerts that cleared lately where room is left.
+
+        A cleared line tells whoever saw the alert that it ended, and when.
+        """
+        now = self.state.clock()
+        alerts = self.state.alerts()
+        lines = [
+            f"[{'bold white on red' if a.severity == 'error' else 'bold black on yellow'}]"
+            f" {'✖' if a.severity == 'error' else '⚠'} {escape(a.message)} [/]"
+            for a in alerts[:room]
+        ]
+        if len(alerts) > room:
+            lines[-1] += f"  [dim](+{len(alerts) - room} more)[/]"
+        for cleared in self.state.recently_cleared()[: room - len(lines)]:
+            lines.append(
+                f"[green] ✔ cleared {clock_time(cleared.cleared_at, now)} "
+                f"{escape(cleared.rule)} {escape(cleared.about)} "
+                f"after {age(cleared.raised_at, cleared.cleared_at)}: {escape(cleared.text)}[/]"
+            )
+        return lines
 
     def _update(self, widget: Static, text: str, layout: bool = True) -> None:
         """Set ``text`` only when it changed: a redraw at 10 Hz is not free, a layout less so.

@@ -1,4 +1,5 @@
-"""Ingest: EVENTS into the state as they arrive, and the system's figures once a second.
+"""Ingest: EVENTS into the state as they arrive, the system's figures once a second, and
+the engine's task statistics every few seconds.
 
 Nothing here touches the screen. The app's timer reads the state; the pump
 only folds, and yields to the event loop every few hundred events so key
@@ -15,7 +16,8 @@ from console.state import ConsoleState
 from engine import monitor
 from engine.broker import OneManageBroker
 from engine.events.schemas import parse_event
-from engine.redaction import redact_netloc
+from engine.events.stats import read_task_stats
+from engine.redaction import redact, redact_netloc
 from engine.streams import EVENTS, TASKS
 
 logger = logging.getLogger(__name__)
@@ -36,6 +38,7 @@ class Pump:
         self._tasks = [
             asyncio.create_task(self.ingest(), name="console-ingest"),
             asyncio.create_task(self.poll(), name="console-poll"),
+            asyncio.create_task(self.poll_stats(), name="console-stats"),
         ]
 
     async def stop(self) -> None:
@@ -85,4 +88,20 @@ class Pump:
                 connection.connected = False
                 connection.error = f"{type(exc).__name__}: {exc}"
             self.state.version += 1
+            await asyncio.sleep(interval)
+
+    async def poll_stats(self, interval: float = 5.0) -> None:
+        """The task statistics, in a loop of their own: a slow read (up to its timeout) must not
+        hold the 1 Hz figures, and a failed one is shown, not taken for a lost server.
+        """
+        while True:
+            try:
+                self.state.stats_polled(await read_task_stats(self.broker))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                error = redact(f"{type(exc).__name__}: {exc}")
+                if error != self.state.stats_error:
+                    logger.warning("task statistics unavailable: %s", error)
+                self.state.stats_unavailable(error)
             await asyncio.sleep(interval)

@@ -12,10 +12,13 @@ import math
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from engine.events.schemas import (
+    AlertCleared,
+    AlertRaised,
+    AlertSeverity,
     BaseEvent,
     PsdStepCompleted,
     PsdWorkflowCompleted,
@@ -30,6 +33,8 @@ from engine.events.schemas import (
     UnparsedEvent,
     WorkerHeartbeat,
 )
+from engine.events.stats import TaskTypeStats
+from engine.events.windows import WindowFigures, window
 from engine.identity import utc_now
 from engine.monitor import ConsumerFigures, StreamFigures, missed_events
 from engine.streams import TASKS
@@ -49,6 +54,7 @@ _RANK = {
     "dead_lettered": 4,
 }
 MAX_STEPS = 100  # a workflow row keeps the timings of at most this many steps
+CLEARED_KEPT = 20  # the engine's alerts that cleared, most recent first
 FAILED_STATES = frozenset({"failed", "dead_lettered"})
 DONE_STATES = frozenset({"succeeded", "completed"}) | FAILED_STATES
 
@@ -125,6 +131,32 @@ class Alert:
 
 
 @dataclass(slots=True)
+class RaisedAlert:
+    """An alert of the engine's evaluator (AlertRaised) that has not cleared yet."""
+
+    alert_id: str
+    rule: str
+    about: str
+    severity: AlertSeverity
+    text: str
+    raised_at: datetime  # the first raise; an escalation keeps it
+    updated: datetime  # the latest raise or escalation
+    escalated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ClearedAlert:
+    """An engine alert that cleared (AlertCleared), kept a while so its end is seen too."""
+
+    alert_id: str
+    rule: str
+    about: str
+    text: str
+    raised_at: datetime
+    cleared_at: datetime
+
+
+@dataclass(slots=True)
 class Connection:
     url: str = ""
     connected: bool = False
@@ -173,6 +205,13 @@ class RowFilter:
         return True
 
 
+def clock_time(moment: datetime, now: datetime) -> str:
+    """Local wall time; the date too when it is not today's, so an old time is not misread."""
+    local = moment.astimezone()
+    same_day = local.date() == now.astimezone().date()
+    return local.strftime("%H:%M:%S" if same_day else "%Y-%m-%d %H:%M:%S")
+
+
 def percentile(values: Iterable[float], q: float) -> float | None:
     """The q-th percentile (0..100) by nearest rank; None without values."""
     ordered = sorted(values)
@@ -190,7 +229,6 @@ class ConsoleState:
         max_rows: int = 2000,
         max_failures: int = 1000,
         trace_budget: int = 20_000,
-        durations_kept: int = 1000,
         clock: Clock = utc_now,
     ) -> None:
         self.max_rows = max_rows
@@ -202,12 +240,19 @@ class ConsoleState:
         self.failures: OrderedDict[str, Row] = OrderedDict()
         self.traces: OrderedDict[str, list[BaseEvent]] = OrderedDict()
         self._trace_events = 0
-        self.durations: dict[str, deque[float]] = {}
-        self._durations_kept = durations_kept
         self.workers: dict[str, WorkerView] = {}
         self.streams: dict[str, StreamView] = {}
         self.consumers: dict[str, ConsumerView] = {}
         self.connection = Connection()
+        # The engine's shared statistics (engine.events.stats), read by the pump: the same
+        # figures `onemanage status` shows, from every worker, not only the events seen here.
+        self.task_stats: list[TaskTypeStats] = []
+        self.stats_read_at: datetime | None = None
+        self.stats_error: str | None = None  # why the last read failed; None once one works
+        # The evaluator raises a rule about one thing once until it clears, so this holds
+        # no more than what it has raised; the cleared ones are bounded.
+        self.raised_alerts: dict[str, RaisedAlert] = {}
+        self.cleared_alerts: deque[ClearedAlert] = deque(maxlen=CLEARED_KEPT)
         # Exact counters.
         self.events = 0
         self.by_type: Counter[str] = Counter()
@@ -235,6 +280,9 @@ class ConsoleState:
         self.by_type[event.event_type] += 1
         if isinstance(event, WorkerHeartbeat):
             self.workers[event.worker_id] = WorkerView(event, event.timestamp)
+            return
+        if isinstance(event, AlertRaised | AlertCleared):
+            self._engine_alert(event)  # about the system, not part of a task's trace
             return
         self._trace(event)
         if isinstance(event, TaskEvent):
@@ -313,10 +361,6 @@ class ConsoleState:
             if self._advance(row, "succeeded", event):
                 row.worker, row.attempt = event.worker_id, event.attempt
                 row.duration_ms = event.duration_ms
-            kept = self.durations.get(event.task_name)
-            if kept is None:
-                kept = self.durations[event.task_name] = deque(maxlen=self._durations_kept)
-            kept.append(event.duration_ms)
         elif isinstance(event, TaskFailed):
             row.error_type, row.error_message = event.error_type, event.error_message
             row.worker, row.attempt, row.duration_ms = (
@@ -352,6 +396,42 @@ class ConsoleState:
             row.step = event.step
             row.error_type, row.error_message = event.error_code, event.error_message
             self._advance(row, "failed", event)
+
+    def _engine_alert(self, event: AlertRaised | AlertCleared) -> None:
+        """A raise, an escalation (same alert_id: it replaces severity and text) or a clear."""
+        if any(c.alert_id == event.alert_id for c in self.cleared_alerts):
+            return  # a late copy of an alert that already cleared
+        if isinstance(event, AlertCleared):
+            self.raised_alerts.pop(event.alert_id, None)
+            self.cleared_alerts.append(
+                ClearedAlert(
+                    alert_id=event.alert_id,
+                    rule=event.rule,
+                    about=event.about,
+                    text=event.text,
+                    raised_at=event.raised_at,
+                    cleared_at=event.timestamp,
+                )
+            )
+            return
+        raised = self.raised_alerts.get(event.alert_id)
+        if raised is None:
+            self.raised_alerts[event.alert_id] = RaisedAlert(
+                alert_id=event.alert_id,
+                rule=event.rule,
+                about=event.about,
+                severity=event.severity,
+                text=event.text,
+                raised_at=event.timestamp,
+                updated=event.timestamp,
+                escalated=event.escalated,
+            )
+            return
+        raised.raised_at = min(raised.raised_at, event.timestamp)
+        if event.timestamp >= raised.updated:  # an older copy must not undo an escalation
+            raised.severity, raised.text = event.severity, event.text
+            raised.updated = event.timestamp
+            raised.escalated = raised.escalated or event.escalated
 
     def _evict(self) -> None:
         """Keep at most max_rows rows: oldest successes first, then oldest failures, then any.
@@ -408,6 +488,15 @@ class ConsoleState:
         self.consumers = fresh
         self.version += 1
 
+    def stats_polled(self, stats: list[TaskTypeStats]) -> None:
+        self.task_stats, self.stats_read_at, self.stats_error = stats, self.clock(), None
+        self.version += 1
+
+    def stats_unavailable(self, error: str) -> None:
+        """A read of the statistics failed: the last ones read stay, marked by ``error``."""
+        self.stats_error = error
+        self.version += 1
+
     # -- reading ------------------------------------------------------------------
 
     def visible_rows(self, row_filter: RowFilter | None = None, limit: int = 1000) -> list[Row]:
@@ -426,12 +515,27 @@ class ConsoleState:
     def trace(self, correlation_id: str) -> list[BaseEvent]:
         return sorted(self.traces.get(correlation_id, []), key=lambda e: e.timestamp)
 
-    def task_percentiles(self) -> list[tuple[str, int, float | None, float | None]]:
-        """Per task type: kept durations, p50 and p95 (ms)."""
-        return [
-            (name, len(kept), percentile(kept, 50), percentile(kept, 95))
-            for name, kept in sorted(self.durations.items())
-        ]
+    def task_windows(self, seconds: float = 3600.0) -> list[tuple[str, WindowFigures]]:
+        """Per task type that did anything in the last ``seconds``: its counts and histograms."""
+        now = self.clock()
+        shown = []
+        for stats in self.task_stats:
+            figures = window(stats.recent, now, seconds)
+            if figures.run or figures.wait or figures.queued or figures.dead_lettered:
+                shown.append((stats.task_name, figures))
+        return shown
+
+    def engine_alerts(self) -> list[RaisedAlert]:
+        """The evaluator's alerts still raised: critical first, then the oldest first."""
+        return sorted(
+            self.raised_alerts.values(),
+            key=lambda a: (a.severity != "critical", a.raised_at, a.alert_id),
+        )
+
+    def recently_cleared(self, within: timedelta = timedelta(minutes=5)) -> list[ClearedAlert]:
+        """The evaluator's alerts that cleared in the last ``within``, newest first."""
+        since = self.clock() - within
+        return [c for c in reversed(self.cleared_alerts) if c.cleared_at >= since]
 
     def alerts(self) -> list[Alert]:
         """What needs a person's eyes now, worst first."""
@@ -440,6 +544,15 @@ class ConsoleState:
         if not self.connection.connected:
             alerts.append(
                 Alert("error", f"server {self.connection.url or '?'} unreachable; reconnecting")
+            )
+        # The engine's evaluator judged these over time (hysteresis): before the console's own.
+        for raised in self.engine_alerts():
+            alerts.append(
+                Alert(
+                    "error" if raised.severity == "critical" else "warning",
+                    f"ALERT {raised.rule} {raised.about}: {raised.text} "
+                    f"(since {clock_time(raised.raised_at, now)})",
+                )
             )
         if self.outcomes["dead_lettered"]:
             alerts.append(Alert("error", f"{self.outcomes['dead_lettered']} dead-lettered task(s)"))

@@ -2,22 +2,38 @@
 
 from __future__ import annotations
 
+import io
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from rich.console import Console
+from textual.widgets import Static
 
 from console.app import ConsoleApp, ConsoleOptions
+from console.format import duration
 from console.state import Row
 from console.widgets.detail import DetailScreen
 from console.widgets.failures import FailureRows
 from console.widgets.help import HelpScreen
 from console.widgets.submit import SubmitScreen
 from console.widgets.task_flow import TaskFlow, TaskRows
+from console.widgets.workers import Workers
 from engine.broker import OneManageBroker
 from engine.events.publisher import publish_event
-from engine.events.schemas import BaseEvent, TaskFailed, TaskQueued, TaskStarted, TaskSucceeded
+from engine.events.schemas import (
+    AlertCleared,
+    AlertRaised,
+    BaseEvent,
+    TaskEvent,
+    TaskFailed,
+    TaskQueued,
+    TaskStarted,
+    TaskSucceeded,
+)
+from engine.events.stats import fold_task_events
+from engine.events.windows import window
 from engine.services.samples import make_demo_psd
 from tests.conftest import NatsServer
 from tests.support.waiting import until
@@ -45,6 +61,13 @@ async def publish_history(client: OneManageBroker, correlation: str, tasks: int)
         else:
             await publish_event(client, TaskSucceeded(**common, worker_id="old:1", duration_ms=5))
     return ids
+
+
+def text_of(panel: Static) -> str:
+    """A panel's content as the screen shows it, in plain text."""
+    console = Console(width=panel.content_size.width or 68, file=io.StringIO(), record=True)
+    console.print(panel.content)
+    return console.export_text()
 
 
 def rows_of(app: ConsoleApp, correlation: str) -> list[Row]:
@@ -184,6 +207,74 @@ async def test_filter_and_pause(client: OneManageBroker) -> None:
         await until(pilot, lambda: len(rows.rows) == 2)
 
 
+async def test_an_engine_alert_shows_in_the_banner_until_it_clears(
+    client: OneManageBroker,
+) -> None:
+    """The raise read from history, then its escalation and its clear live, as the engine sends."""
+    alert_id, about = uuid.uuid4().hex, f"TASKS/lagging-{uuid.uuid4().hex[:8]}"
+    common = {"alert_id": alert_id, "rule": "consumer_lag", "about": about}
+    raised = AlertRaised(**common, severity="warning", text="backlog 600 for 2m")
+    await publish_event(client, raised)
+    app = ConsoleApp(ConsoleOptions(since=timedelta(minutes=5)))
+    async with app.run_test(size=SIZE) as pilot:
+        banner = app.main.query_one("#alerts")
+
+        def shown() -> str:
+            return str(banner.render())
+
+        await until(pilot, lambda: f"ALERT consumer_lag {about}: backlog 600 for 2m" in shown())
+        assert banner.has_class("active")
+
+        await publish_event(
+            client, AlertRaised(**common, severity="critical", text="backlog 9000", escalated=True)
+        )
+        await until(pilot, lambda: f"ALERT consumer_lag {about}: backlog 9000" in shown())
+        assert "backlog 600" not in shown()
+
+        await publish_event(
+            client, AlertCleared(**common, text="backlog 0", raised_at=raised.timestamp)
+        )
+        await until(pilot, lambda: f"ALERT consumer_lag {about}" not in shown())
+        assert alert_id not in app.state.raised_alerts
+        # Under the alerts, where the banner has room (other tests' history may fill it).
+        (cleared,) = [line for line in app.alert_lines(room=20) if about in line]
+        assert "cleared" in cleared and "after" in cleared and "backlog 0" in cleared
+
+
+async def test_the_workers_panel_shows_the_engines_task_statistics(
+    client: OneManageBroker,
+) -> None:
+    """Folded into the shared bucket the way the task-stats listener does, read by the pump."""
+    name = f"st.{uuid.uuid4().hex[:8]}"  # short: the name column has a dozen cells
+    now = datetime.now(UTC)
+    events: list[TaskEvent] = []
+    for n, (waited_ms, ran_ms) in enumerate([(3.0, 40.0), (5.0, 60.0), (8.0, 2500.0)]):
+        common = {"task_id": f"{name}-{n}", "task_name": name}
+        started = now + timedelta(milliseconds=waited_ms)
+        events += [
+            TaskQueued(**common, timestamp=now),
+            TaskStarted(**common, worker_id="w:1", queued_at=now, timestamp=started),
+            TaskSucceeded(**common, worker_id="w:1", duration_ms=ran_ms, timestamp=started),
+        ]
+    events.append(
+        TaskFailed(task_id=f"{name}-x", task_name=name, worker_id="w:1", duration_ms=7.0,
+                   error_type="ValueError", error_message="boom", timestamp=now)
+    )  # fmt: skip
+    stored, _ = await fold_task_events(client, events)
+    hour = window(stored.recent, datetime.now(UTC))
+    app = ConsoleApp(ConsoleOptions(since=timedelta(seconds=5)))
+    async with app.run_test(size=SIZE) as pilot:
+        panel = app.query_one(Workers)
+        line = await until(
+            pilot, lambda: next((ln for ln in text_of(panel).splitlines() if name in ln), "")
+        )
+        figures = [f"{hour.succeeded}", f"{hour.failed}"]
+        figures += [duration(hour.wait_ms(q)) for q in (50, 95)]
+        figures += [duration(hour.run_ms(q)) for q in (50, 95, 99)]
+        assert line.split(name, 1)[1].split() == " ".join(figures).split(), line
+        assert figures[:2] == ["3", "1"] and app.state.stats_error is None
+
+
 async def test_remapped_keys(client: OneManageBroker, tmp_path: Path) -> None:
     config = tmp_path / "console.toml"
     config.write_text('[keys]\npause = "p"\nhelp = "f1"\nno_such_action = "x"\n')
@@ -209,14 +300,20 @@ async def test_a_lost_server_shows_a_banner_and_the_app_reconnects(
     app = ConsoleApp(ConsoleOptions(since=timedelta(seconds=5)))
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.state.connection.connected and app.state.streams)
+        await until(pilot, lambda: app.state.stats_read_at is not None)
         nats_server.kill()
         await until(pilot, lambda: not app.state.connection.connected, timeout=30)
         alerts = app.main.query_one("#alerts")
         await until(pilot, lambda: "unreachable" in str(alerts.render()), timeout=30)
         assert alerts.has_class("active")
+        workers = app.query_one(Workers)
+        await until(pilot, lambda: "statistics unavailable" in text_of(workers), timeout=30)
 
         nats_server.restart()
         await until(pilot, lambda: app.state.connection.connected, timeout=30)
+        # The statistics loop went on through the failures: read again, the error gone.
+        await until(pilot, lambda: app.state.stats_error is None, timeout=30)
+        await until(pilot, lambda: "statistics unavailable" not in text_of(workers), timeout=30)
         correlation = uuid.uuid4().hex
         await until(pilot, lambda: client.is_connected, timeout=30)
         await publish_history(client, correlation, 2)

@@ -23,12 +23,15 @@ from console.state import ConsoleState
 from console.widgets.detail import DetailScreen, LayerTree
 from console.widgets.image import ImageView
 from engine.events.schemas import (
+    AlertCleared,
+    AlertRaised,
     BaseEvent,
     PsdStepCompleted,
     PsdWorkflowCompleted,
     PsdWorkflowFailed,
     PsdWorkflowSubmitted,
     TaskDeadLettered,
+    TaskEvent,
     TaskFailed,
     TaskQueued,
     TaskStarted,
@@ -36,6 +39,7 @@ from engine.events.schemas import (
     UnparsedEvent,
     WorkerHeartbeat,
 )
+from engine.events.stats import TaskTypeStats
 from engine.monitor import ConsumerFigures, StreamFigures
 from engine.services import psd
 from engine.services.samples import make_demo_psd
@@ -135,15 +139,16 @@ def workflow(ev: Events, wid: str, filename: str, t: float, **outcome: Any) -> l
         ev(PsdWorkflowSubmitted, t, **common, input_key=f"sha256-{wid[:12]}", size_bytes=48_211),
         ev(TaskQueued, t + 0.004, task_id=wid, task_name="psd.process", correlation_id=wid),
         ev(TaskStarted, t + 0.011, task_id=wid, task_name="psd.process",
-           worker_id=ORCHESTRATOR, correlation_id=wid),
+           worker_id=ORCHESTRATOR, correlation_id=wid, queued_at=START + timedelta(0, t + 0.004)),
     ]  # fmt: skip
     now = t + 0.012
     for index, (step, task, ms) in enumerate(STEPS):
         ids = {"task_id": f"{wid[:24]}{index:08d}", "task_name": task, "correlation_id": wid}
         events += [
             ev(TaskQueued, now + 0.001, **ids, causation_id=wid),
-            ev(TaskStarted, now + 0.003, **ids, worker_id=STEP_WORKER, source=STEP_WORKER),
-        ]
+            ev(TaskStarted, now + 0.003, **ids, worker_id=STEP_WORKER, source=STEP_WORKER,
+               queued_at=START + timedelta(0, now + 0.001)),
+        ]  # fmt: skip
         done = now + 0.003 + ms / 1000
         if step == fail_at:
             events += [
@@ -179,7 +184,8 @@ def task(ev: Events, task_id: str, name: str, t: float, outcome: str, ms: float 
     events = [ev(TaskQueued, t, **ids)]
     if outcome == "queued":
         return events
-    events.append(ev(TaskStarted, t + 0.05, **ids, worker_id=worker, source=worker))
+    events.append(ev(TaskStarted, t + 0.05, **ids, worker_id=worker, source=worker,
+                     queued_at=START + timedelta(0, t)))  # fmt: skip
     end = t + 0.05 + ms / 1000
     if outcome == "succeeded":
         events.append(ev(TaskSucceeded, end, **ids, worker_id=worker, source=worker,
@@ -254,6 +260,16 @@ def poll_figures(state: ConsoleState, clock: Clock) -> None:
     clock.now = FIXED_NOW
 
 
+def task_stats(events: list[BaseEvent]) -> list[TaskTypeStats]:
+    """What the engine's task-stats listener would have stored for these events."""
+    stats: dict[str, TaskTypeStats] = {}
+    for event in sorted(events, key=lambda e: e.timestamp):
+        if isinstance(event, TaskEvent):
+            name = event.task_name
+            stats.setdefault(name, TaskTypeStats(task_name=name)).apply(event)
+    return [stats[name] for name in sorted(stats)]
+
+
 def build_state(store: dict[str, bytes]) -> ConsoleState:
     clock = Clock()
     state = ConsoleState(clock=clock)
@@ -275,6 +291,15 @@ def build_state(store: dict[str, bytes]) -> ConsoleState:
     for n in range(6):
         events += task(ev, f"{n:02d}c0de{n:02d}c0de{n:02d}c0de{n:02d}c0de{n:02d}", "diag.noop",
                        400 + 30 * n, "succeeded", 0.3 + n / 10)  # fmt: skip
+    lag = {"alert_id": "a1e27000" * 4, "rule": "consumer_lag", "about": "EVENTS/task-stats"}
+    lost = {"alert_id": "a1e27001" * 4, "rule": "worker_lost", "about": "render-05:311"}
+    events += [  # the engine's evaluator: one raised and escalated, one raised and cleared
+        ev(AlertRaised, 100, **lost, severity="warning", text="no heartbeat for 15 s"),
+        ev(AlertCleared, 450, **lost, text="heartbeats again", raised_at=START + timedelta(0, 100)),
+        ev(AlertRaised, 480, **lag, severity="warning", text="80 pending for 2 min"),
+        ev(AlertRaised, 570, **lag, severity="critical", text="80 pending for 3 min, not draining",
+           escalated=True),
+    ]  # fmt: skip
     events += [
         heartbeat(ev, ORCHESTRATOR, 597, running=1, processed=1_204, failed=3,
                   lanes=["workers", "workflows"]),
@@ -291,6 +316,7 @@ def build_state(store: dict[str, bytes]) -> ConsoleState:
         9002,
     )  # fmt: skip
     poll_figures(state, clock)
+    state.stats_polled(task_stats(events))
     state.connection.url = "127.0.0.1:4222"
     state.connection.connected = True
     state.connection.rtt_ms = 0.42

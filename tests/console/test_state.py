@@ -6,8 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from console.state import ConsoleState, RowFilter, percentile
+from console.state import CLEARED_KEPT, ConsoleState, RowFilter, clock_time, percentile
 from engine.events.schemas import (
+    AlertCleared,
+    AlertRaised,
+    AlertSeverity,
     LaneHealth,
     ListenerCounters,
     PsdStepCompleted,
@@ -22,7 +25,10 @@ from engine.events.schemas import (
     UnparsedEvent,
     WorkerHeartbeat,
 )
+from engine.events.stats import TaskTypeStats
+from engine.events.windows import window
 from engine.monitor import ConsumerFigures, StreamFigures
+from engine.percentiles import GROWTH
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -199,11 +205,58 @@ def test_percentiles() -> None:
     assert percentile(values, 50) == 50.0
     assert percentile(values, 95) == 95.0
     assert percentile(values, 100) == 100.0
-    state = ConsoleState(durations_kept=10)
-    for n in range(20):
-        run_task(state, f"t{n}", "psd.parse", ms=float(n))
-    ((name, kept, p50, p95),) = state.task_percentiles()
-    assert (name, kept, p50, p95) == ("psd.parse", 10, 14.0, 19.0)  # the last 10 only
+
+
+def task_stats(name: str, runs: list[tuple[float, float]], failed_at: float | None = None,
+               waited_ms: float = 40.0) -> TaskTypeStats:  # fmt: skip
+    """What the engine's task-stats listener stores after these runs (start second, ms)."""
+    stats = TaskTypeStats(task_name=name)
+    for n, (t, ms) in enumerate(runs):
+        ids = {"task_id": f"{name}-{n}", "task_name": name}
+        stats.apply(TaskQueued(**ids, timestamp=at(t)))
+        stats.apply(TaskStarted(**ids, worker_id="w", queued_at=at(t),
+                                timestamp=at(t + waited_ms / 1000)))  # fmt: skip
+        stats.apply(TaskSucceeded(**ids, worker_id="w", duration_ms=ms, timestamp=at(t + 1)))
+    if failed_at is not None:
+        stats.apply(TaskFailed(task_id=f"{name}-x", task_name=name, worker_id="w",
+                               duration_ms=500, error_type="E", error_message="m",
+                               timestamp=at(failed_at)))  # fmt: skip
+    return stats
+
+
+def test_task_figures_are_the_shared_statistics_of_the_last_hour() -> None:
+    """The same window `onemanage status` computes, for the task types busy within it."""
+    clock = Clock()
+    state = ConsoleState(clock=clock)
+    assert state.task_windows() == [] and state.stats_read_at is None
+    run_task(state, "t1", "seen.here.only")  # folded events no longer make figures
+    parse = task_stats("psd.parse", [(n * 30, 10.0 * (n + 1)) for n in range(20)], failed_at=300)
+    idle = task_stats("psd.idle", [(-7200, 5.0)])  # ran two hours ago
+    clock.now = at(900)
+    state.stats_polled([idle, parse])
+    assert state.stats_read_at == at(900) and state.stats_error is None
+    ((name, hour),) = state.task_windows()
+    expected = window(parse.recent, at(900))
+    assert name == "psd.parse"
+    assert (hour.succeeded, hour.failed) == (20, 1)
+    for q in (50, 95, 99):
+        assert hour.run_ms(q) == expected.run_ms(q)
+        assert hour.wait_ms(q) == expected.wait_ms(q)
+    assert hour.wait_ms(50) is not None and 40 <= hour.wait_ms(50) <= 40 * GROWTH
+    assert hour.run_ms(99) is not None and 500 <= hour.run_ms(99) <= 500 * GROWTH  # the failure
+    clock.now = at(900 + 3600)
+    assert state.task_windows() == []  # the hour has moved on
+
+
+def test_a_failed_read_of_the_statistics_keeps_the_last_ones() -> None:
+    state = ConsoleState(clock=Clock())
+    state.stats_polled([task_stats("psd.parse", [(0, 10.0)])])
+    version = state.version
+    state.stats_unavailable("TimeoutError: nats: timeout")
+    assert state.stats_error == "TimeoutError: nats: timeout" and state.version > version
+    assert [name for name, _ in state.task_windows()] == ["psd.parse"]
+    state.stats_polled([])
+    assert state.stats_error is None and state.task_windows() == []
 
 
 def test_unreadable_events_are_counted_by_reason() -> None:
@@ -302,3 +355,95 @@ def test_one_busy_correlation_cannot_take_more_than_the_budget() -> None:
                               timestamp=at(n)))  # fmt: skip
     assert sum(len(t) for t in state.traces.values()) <= 1000
     assert state.trace("busy")[-1].task_id == "t4999"  # the newest are kept
+
+
+def raise_alert(state: ConsoleState, alert_id: str, t: float,
+                severity: AlertSeverity = "warning",
+                text: str = "backlog 500", escalated: bool = False,
+                about: str = "TASKS/workers") -> None:  # fmt: skip
+    state.fold(AlertRaised(alert_id=alert_id, rule="consumer_lag", about=about,
+                           severity=severity, text=text, escalated=escalated,
+                           timestamp=at(t)))  # fmt: skip
+
+
+def clear_alert(state: ConsoleState, alert_id: str, t: float, raised: float,
+                about: str = "TASKS/workers") -> None:  # fmt: skip
+    state.fold(AlertCleared(alert_id=alert_id, rule="consumer_lag", about=about,
+                            text="backlog 3", raised_at=at(raised), timestamp=at(t)))  # fmt: skip
+
+
+def test_an_engine_alert_is_raised_escalated_and_cleared() -> None:
+    clock = Clock()
+    state = ConsoleState(clock=clock)
+    state.connection.connected = True
+    raise_alert(state, "a1", 0)
+    since = clock_time(at(0), clock.now)
+    assert [(a.severity, a.message) for a in state.alerts()] == [
+        ("warning", f"ALERT consumer_lag TASKS/workers: backlog 500 (since {since})")
+    ]
+    raise_alert(state, "a1", 60, severity="critical", text="backlog 5000", escalated=True)
+    (raised,) = state.engine_alerts()
+    assert (raised.severity, raised.text, raised.escalated) == ("critical", "backlog 5000", True)
+    assert raised.raised_at == at(0)  # still the first raise
+    assert [(a.severity, a.message) for a in state.alerts()] == [
+        ("error", f"ALERT consumer_lag TASKS/workers: backlog 5000 (since {since})")
+    ]
+    clock.now = at(200)
+    clear_alert(state, "a1", 180, raised=0)
+    assert state.engine_alerts() == [] and state.alerts() == []
+    (cleared,) = state.recently_cleared()
+    assert (cleared.alert_id, cleared.raised_at, cleared.cleared_at) == ("a1", at(0), at(180))
+    clock.now = at(180 + 301)
+    assert state.recently_cleared() == []  # out of the banner after five minutes
+    assert [c.alert_id for c in state.cleared_alerts] == ["a1"]  # still kept
+
+
+def test_late_copies_never_undo_an_escalation_or_a_clear() -> None:
+    state = ConsoleState(clock=Clock())
+    raise_alert(state, "a1", 60, severity="critical", text="worse", escalated=True)
+    raise_alert(state, "a1", 0, text="first")  # the raise, read after its escalation
+    (raised,) = state.engine_alerts()
+    assert (raised.severity, raised.text, raised.raised_at) == ("critical", "worse", at(0))
+    clear_alert(state, "a1", 120, raised=0)
+    raise_alert(state, "a1", 60, severity="critical")  # a copy after the clear
+    clear_alert(state, "a1", 120, raised=0)  # and the clear twice
+    assert state.engine_alerts() == []
+    assert [c.alert_id for c in state.recently_cleared()] == ["a1"]
+
+
+def test_engine_alerts_critical_first_and_cleared_ones_bounded() -> None:
+    clock = Clock()
+    state = ConsoleState(clock=clock)
+    raise_alert(state, "old-warning", 0, about="TASKS/a")
+    raise_alert(state, "new-critical", 10, severity="critical", about="TASKS/b")
+    raise_alert(state, "new-warning", 20, about="TASKS/c")
+    assert [a.alert_id for a in state.engine_alerts()] == [
+        "new-critical", "old-warning", "new-warning",
+    ]  # fmt: skip
+    for n in range(CLEARED_KEPT + 5):
+        raise_alert(state, f"flap-{n}", 30 + n, about=f"TASKS/f{n}")
+        clear_alert(state, f"flap-{n}", 31 + n, raised=30 + n, about=f"TASKS/f{n}")
+    kept = [c.alert_id for c in state.recently_cleared()]
+    assert len(kept) == CLEARED_KEPT
+    assert kept[0] == f"flap-{CLEARED_KEPT + 4}" and kept[-1] == "flap-5"  # newest first
+    assert len(state.engine_alerts()) == 3
+    assert not any(e.event_type.startswith("alert.") for t in state.traces.values() for e in t)
+
+
+def test_a_clear_whose_raise_is_older_than_the_history_is_still_shown() -> None:
+    clock = Clock()
+    state = ConsoleState(clock=clock)
+    clock.now = at(7200)
+    clear_alert(state, "a1", 7100, raised=0)
+    (cleared,) = state.recently_cleared()
+    assert cleared.raised_at == at(0)
+
+
+def test_clock_time_shows_the_date_of_another_day() -> None:
+    now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC).astimezone()
+    assert clock_time(now - timedelta(seconds=5), now) == (now - timedelta(seconds=5)).strftime(
+        "%H:%M:%S"
+    )
+    assert clock_time(now - timedelta(days=2), now) == (now - timedelta(days=2)).strftime(
+        "%Y-%m-%d %H:%M:%S"
+    )
