@@ -187,7 +187,7 @@ class ConsoleApp(App[None]):
         for cleared in self.state.recently_cleared()[: room - len(lines)]:
             lines.append(
                 f"[green] ✔ cleared {clock_time(cleared.cleared_at, now)} "
-                f"{escape(cleared.rule)} {escape(cleared.about)} "
+                f"{escape(cleared.subject)} "
                 f"after {age(cleared.raised_at, cleared.cleared_at)}: {escape(cleared.text)}[/]"
             )
         return lines

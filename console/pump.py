@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from console.state import ConsoleState
 from engine import monitor
+from engine.alertbook import read_book
 from engine.broker import OneManageBroker
 from engine.events.schemas import parse_event
 from engine.events.stats import read_task_stats
@@ -91,8 +92,9 @@ class Pump:
             await asyncio.sleep(interval)
 
     async def poll_stats(self, interval: float = 5.0) -> None:
-        """The task statistics, in a loop of their own: a slow read (up to its timeout) must not
-        hold the 1 Hz figures, and a failed one is shown, not taken for a lost server.
+        """The task statistics and the alert book, in a loop of their own: a slow read (up to
+        its timeout) must not hold the 1 Hz figures, and a failed one is shown, not taken for
+        a lost server.
         """
         while True:
             try:
@@ -104,4 +106,13 @@ class Pump:
                 if error != self.state.stats_error:
                     logger.warning("task statistics unavailable: %s", error)
                 self.state.stats_unavailable(error)
+            read_started = datetime.now(UTC)
+            try:
+                book = await read_book(self.broker)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # no bucket before a worker of this version ran
+                logger.debug("alert book unreadable: %s", exc)
+            else:
+                self.state.book_polled(book, read_started)
             await asyncio.sleep(interval)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
+from engine.alertbook import Book
 from engine.events.schemas import (
     AlertCleared,
     AlertRaised,
@@ -55,6 +56,7 @@ _RANK = {
 }
 MAX_STEPS = 100  # a workflow row keeps the timings of at most this many steps
 CLEARED_KEPT = 20  # the engine's alerts that cleared, most recent first
+BOOK_MARGIN = timedelta(seconds=10)  # a raise younger than this may not be in the book yet
 FAILED_STATES = frozenset({"failed", "dead_lettered"})
 DONE_STATES = frozenset({"succeeded", "completed"}) | FAILED_STATES
 
@@ -143,6 +145,11 @@ class RaisedAlert:
     updated: datetime  # the latest raise or escalation
     escalated: bool = False
 
+    @property
+    def subject(self) -> str:
+        """The rule and what it is about ("worker_lost vm:42", or "stuck_workflows")."""
+        return f"{self.rule} {self.about}".strip()
+
 
 @dataclass(frozen=True, slots=True)
 class ClearedAlert:
@@ -154,6 +161,10 @@ class ClearedAlert:
     text: str
     raised_at: datetime
     cleared_at: datetime
+
+    @property
+    def subject(self) -> str:
+        return f"{self.rule} {self.about}".strip()
 
 
 @dataclass(slots=True)
@@ -492,6 +503,46 @@ class ConsoleState:
         self.task_stats, self.stats_read_at, self.stats_error = stats, self.clock(), None
         self.version += 1
 
+    def book_polled(self, book: Book, read_started: datetime) -> None:
+        """What the evaluator's book says is raised now, merged with the alert events.
+
+        The book is written before its events are published, so it is never behind
+        them: a raised alert older than the console's history is added from it, and
+        one it no longer holds has cleared even if the clear event never came. A
+        raise shortly before the read began may still be on its way into the book,
+        so only those older than ``BOOK_MARGIN`` are taken for cleared.
+        """
+        held = {t.alert_id: t for t in book.raised() if t.alert_id is not None}
+        for alert_id, tracked in held.items():
+            if alert_id in self.raised_alerts or any(
+                c.alert_id == alert_id for c in self.cleared_alerts
+            ):
+                continue
+            when = tracked.raised_at or read_started
+            self.raised_alerts[alert_id] = RaisedAlert(
+                alert_id=alert_id,
+                rule=tracked.rule,
+                about=tracked.about,
+                severity="critical" if tracked.level >= 2 else "warning",
+                text=tracked.text,
+                raised_at=when,
+                updated=when,
+            )
+        for alert_id, raised in list(self.raised_alerts.items()):
+            if alert_id not in held and raised.updated < read_started - BOOK_MARGIN:
+                del self.raised_alerts[alert_id]
+                self.cleared_alerts.append(
+                    ClearedAlert(
+                        alert_id=alert_id,
+                        rule=raised.rule,
+                        about=raised.about,
+                        text="cleared (the evaluator's book no longer holds it)",
+                        raised_at=raised.raised_at,
+                        cleared_at=read_started,
+                    )
+                )
+        self.version += 1
+
     def stats_unavailable(self, error: str) -> None:
         """A read of the statistics failed: the last ones read stay, marked by ``error``."""
         self.stats_error = error
@@ -550,7 +601,7 @@ class ConsoleState:
             alerts.append(
                 Alert(
                     "error" if raised.severity == "critical" else "warning",
-                    f"ALERT {raised.rule} {raised.about}: {raised.text} "
+                    f"ALERT {raised.subject}: {raised.text} "
                     f"(since {clock_time(raised.raised_at, now)})",
                 )
             )

@@ -24,13 +24,12 @@ import contextlib
 import logging
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated
 
 from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
-from pydantic import BaseModel, Field
 from taskiq import TaskiqEvents, TaskiqState
 
 from engine import alerts, health
+from engine.alertbook import BOOK_KEY, Book, Tracked
 from engine.broker import OneManageBroker
 from engine.events.publisher import publish_event
 from engine.events.schemas import AlertCleared, AlertRaised, AlertSeverity
@@ -39,32 +38,8 @@ from engine.streams import ALERTS_BUCKET
 
 logger = logging.getLogger(__name__)
 
-BOOK_KEY = "book"
 LEASE_LOOKS = 3  # an evaluator silent this many looks is replaced
 _SEVERITY: dict[int, AlertSeverity] = {alerts.WARNING: "warning", alerts.CRITICAL: "critical"}
-
-AlertEvent = Annotated[AlertRaised | AlertCleared, Field(discriminator="event_type")]
-
-
-class Tracked(BaseModel):
-    """One rule about one thing: its streaks, and its alert while raised."""
-
-    rule: str
-    about: str
-    over: int = 0  # looks in a row not ok
-    under: int = 0  # looks in a row ok, while raised
-    alert_id: str | None = None
-    level: int = 0  # the raised alert's severity
-    raised_at: datetime | None = None
-
-
-class Book(BaseModel):
-    evaluator: str = ""
-    alerts: dict[str, Tracked] = Field(default_factory=dict)
-    outbox: list[AlertEvent] = Field(default_factory=list)
-
-    def raised(self) -> list[Tracked]:
-        return [t for t in self.alerts.values() if t.alert_id is not None]
 
 
 def step(book: Book, looked: list[health.Finding], t: alerts.Thresholds, now: datetime) -> None:
@@ -81,10 +56,10 @@ def step(book: Book, looked: list[health.Finding], t: alerts.Thresholds, now: da
             tracked.over, tracked.under = tracked.over + 1, 0
             if tracked.alert_id is None and tracked.over >= t.raise_after:
                 tracked.alert_id, tracked.raised_at = uuid.uuid4().hex, now
-                tracked.level = finding.level
+                tracked.level, tracked.text = finding.level, finding.text
                 book.outbox.append(_raised(tracked, finding, now, escalated=False))
             elif tracked.alert_id is not None and finding.level > tracked.level:
-                tracked.level = finding.level
+                tracked.level, tracked.text = finding.level, finding.text
                 book.outbox.append(_raised(tracked, finding, now, escalated=True))
             continue
         tracked.over = 0

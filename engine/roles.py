@@ -89,6 +89,7 @@ _READ: tuple[tuple[str, str], ...] = (
     (f"{_API}.CONSUMER.INFO.*.*", "one consumer's figures"),
     (f"{_API}.DIRECT.GET.{EVENTS}", "read EVENTS (history and live), no consumer"),
     (f"{_API}.DIRECT.GET.KV_{STATS_BUCKET}", "read the task statistics"),
+    (f"{_API}.DIRECT.GET.KV_{ALERTS_BUCKET}", "read the raised alerts"),
     (f"{_API}.DIRECT.GET.{ARTEFACTS}", "read artefacts' chunks"),
     (f"{_API}.DIRECT.GET.{ARTEFACTS}.>", "read an artefact's description"),
 )

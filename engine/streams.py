@@ -255,7 +255,7 @@ def wanted_buckets(settings: Settings) -> list[tuple[str, float, bool]]:
         (RESULTS_BUCKET, settings.results_ttl, False),
         (STATS_BUCKET, 0, True),  # read by viewers
         (MARKS_BUCKET, settings.marks_ttl, False),
-        (ALERTS_BUCKET, 0, False),
+        (ALERTS_BUCKET, 0, True),  # read by viewers; its writer reads the leader
     ]
 
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from console.state import CLEARED_KEPT, ConsoleState, RowFilter, clock_time, percentile
+from engine.alertbook import Book, Tracked
 from engine.events.schemas import (
     AlertCleared,
     AlertRaised,
@@ -447,3 +448,35 @@ def test_clock_time_shows_the_date_of_another_day() -> None:
     assert clock_time(now - timedelta(days=2), now) == (now - timedelta(days=2)).strftime(
         "%Y-%m-%d %H:%M:%S"
     )
+
+
+def test_the_evaluators_book_adds_what_history_missed_and_removes_what_cleared() -> None:
+    """An alert raised before the replayed hour shows from the book; one the book dropped goes,
+    even when its clear event never came; one raised just before the read is kept."""
+    clock = Clock()
+    state = ConsoleState(clock=clock)
+    state.connection.connected = True
+    raise_alert(state, "old", 0)
+    raise_alert(state, "fresh", 95)
+    book = Book(
+        alerts={
+            "stuck_workflows:": Tracked(
+                rule="stuck_workflows",
+                about="",
+                alert_id="before",
+                level=2,
+                raised_at=at(-7200),
+                text="3 workflow(s) without progress",
+            ),
+            "consumer_lag:x": Tracked(rule="consumer_lag", about="x", over=1),  # not raised
+        }
+    )
+    clock.now = at(100)
+    state.book_polled(book, read_started=at(100))
+    assert {a.alert_id: a.severity for a in state.engine_alerts()} == {
+        "before": "critical",
+        "fresh": "warning",  # 5 s old: its raise may not have been in the book yet
+    }
+    (cleared,) = state.recently_cleared()
+    assert cleared.alert_id == "old" and "no longer holds it" in cleared.text
+    assert state.alerts()[0].message.startswith("ALERT stuck_workflows: 3 workflow(s)")
