@@ -108,7 +108,7 @@ class Pump:
                 self.state.stats_unavailable(error)
             read_started = datetime.now(UTC)
             try:
-                book = await read_book(self.broker)
+                book, _ = await read_book(self.broker)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # no bucket before a worker of this version ran

@@ -9,6 +9,7 @@ history, and an alert whose clear it missed goes away with the book.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated
 
@@ -20,6 +21,8 @@ from engine.events.schemas import AlertCleared, AlertRaised
 from engine.streams import ALERTS_BUCKET
 
 BOOK_KEY = "book"
+LEASE_LOOKS = 3  # an evaluator silent this many looks is replaced
+TIME_HEADER = "Nats-Time-Stamp"  # when the server stored the message (direct get)
 
 AlertEvent = Annotated[AlertRaised | AlertCleared, Field(discriminator="event_type")]
 
@@ -46,9 +49,21 @@ class Book(BaseModel):
         return [t for t in self.alerts.values() if t.alert_id is not None]
 
 
-async def read_book(broker: OneManageBroker, timeout: float = 5.0) -> Book:
-    """The book as any replica has it (an empty one before the first look)."""
+async def read_book(broker: OneManageBroker, timeout: float = 5.0) -> tuple[Book, datetime | None]:
+    """The book as any replica has it, and when it was written (None: no look yet)."""
     subject = f"$KV.{ALERTS_BUCKET}.{BOOK_KEY}"
     found = await direct_all(broker.nc, f"KV_{ALERTS_BUCKET}", {"multi_last": [subject]}, timeout)
     latest = [msg for msg in found if msg.data]
-    return Book.model_validate_json(latest[-1].data) if latest else Book()
+    if not latest:
+        return Book(), None
+    stamp = (latest[-1].headers or {}).get(TIME_HEADER, "")
+    return Book.model_validate_json(latest[-1].data), _stamp(stamp)
+
+
+def _stamp(value: str) -> datetime | None:
+    """An RFC 3339 time with up to nanoseconds (Python reads microseconds)."""
+    match = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$", value)
+    if match is None:
+        return None
+    zone = "+00:00" if match.group(3) == "Z" else match.group(3)
+    return datetime.fromisoformat(match.group(1) + (match.group(2) or "")[:7] + zone)

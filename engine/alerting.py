@@ -29,7 +29,7 @@ from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
 from taskiq import TaskiqEvents, TaskiqState
 
 from engine import alerts, health
-from engine.alertbook import BOOK_KEY, Book, Tracked
+from engine.alertbook import BOOK_KEY, LEASE_LOOKS, Book, Tracked
 from engine.broker import OneManageBroker
 from engine.events.publisher import publish_event
 from engine.events.schemas import AlertCleared, AlertRaised, AlertSeverity
@@ -38,7 +38,6 @@ from engine.streams import ALERTS_BUCKET
 
 logger = logging.getLogger(__name__)
 
-LEASE_LOOKS = 3  # an evaluator silent this many looks is replaced
 _SEVERITY: dict[int, AlertSeverity] = {alerts.WARNING: "warning", alerts.CRITICAL: "critical"}
 
 

@@ -19,8 +19,9 @@ from datetime import UTC, datetime, timedelta
 from nats.js.api import StreamConfig
 from nats.js.errors import NotFoundError
 
-from engine import alerts, monitor
+from engine import alertbook, alerts, monitor
 from engine.app import broker
+from engine.direct import DirectGetError
 from engine.discards import carried_past_its_own
 from engine.events import windows
 from engine.events.schemas import WorkerHeartbeat
@@ -240,6 +241,29 @@ async def _against_thresholds(t: alerts.Thresholds, liveness: Liveness) -> Async
             yield dataclasses.replace(finding, quiet=True)
 
 
+async def _evaluator(t: alerts.Thresholds) -> AsyncIterator[Finding]:
+    """Whether a worker process still evaluates alerts: its book is written every look."""
+    try:
+        book, written = await alertbook.read_book(broker)
+    except DirectGetError as exc:
+        yield Finding(WARNING, f"alert evaluator's book unreadable: {exc}", "evaluator")
+        return
+    raised = len(book.raised())
+    if written is None:
+        yield Finding(OK, "alert evaluator: no look yet", "evaluator")
+        return
+    silent = max((datetime.now(UTC) - written).total_seconds(), 0.0)
+    if silent > t.evaluate_every_s * alertbook.LEASE_LOOKS + 5:
+        text = (
+            f"alert evaluator silent for {silent:.0f} s (last {book.evaluator}): no worker "
+            f"process raises or clears alerts; {raised} were raised then"
+        )
+        yield Finding(WARNING, text, "evaluator")
+        return
+    text = f"alert evaluator {book.evaluator}: last look {silent:.0f} s ago, {raised} raised"
+    yield Finding(OK, text, "evaluator")
+
+
 def fresh_liveness(t: alerts.Thresholds) -> Liveness:
     """What one check reads: heartbeats until gone, workflows of the last window."""
     now = datetime.now(UTC)
@@ -275,8 +299,12 @@ async def findings(
         yield finding
     await live.refresh(broker)
     now = datetime.now(UTC)
-    for finding in _workers(live.live(now), live.lost(now, t.worker_gone_after_s), t):
+    workers = live.live(now)
+    for finding in _workers(workers, live.lost(now, t.worker_gone_after_s), t):
         yield finding
+    if workers:  # none: that is critical already, and nothing can evaluate
+        async for finding in _evaluator(t):
+            yield finding
     if problem is not None:
         yield Finding(UNKNOWN, f"thresholds not read: {problem}")
         return

@@ -127,9 +127,13 @@ async def start_workers(
     started: list[WorkerProcess] = []
 
     def start(
-        processes: int = 1, env: dict[str, str] | None = None, options: tuple[str, ...] = ()
+        processes: int = 1,
+        env: dict[str, str] | None = None,
+        options: tuple[str, ...] = (),
+        modules: tuple[str, ...] | None = None,
     ) -> WorkerProcess:
-        worker = WorkerProcess(tmp_path, processes, env, options=options)
+        chosen = {"modules": modules} if modules is not None else {}
+        worker = WorkerProcess(tmp_path, processes, env, options=options, **chosen)
         started.append(worker)
         return worker
 

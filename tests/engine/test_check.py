@@ -310,3 +310,30 @@ async def test_a_silent_worker_is_lost_and_found_again(
     )
     (found,) = _of_rule(report, "worker_lost", worker_id)
     assert found["text"] == f"worker {worker_id} beats (every 0.5 s)"
+
+
+async def test_a_cluster_with_workers_but_no_evaluator_warns_until_one_evaluates(
+    events: EventCollector,
+    start_workers: Callable[..., WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    """A worker running only its own modules beats but evaluates nothing (no engine.builtin)."""
+    env = _limits(tmp_path, evaluate_every_s=0.5)
+    evaluating = start_workers(processes=1, env=env)
+    (evaluator_id,) = await evaluating.ready(events)
+    report = await _until_found(
+        env,
+        lambda r: any(evaluator_id in f["text"] for f in _of_rule(r, "evaluator")),
+        "the evaluator looked",
+    )
+    (ok,) = _of_rule(report, "evaluator")
+    assert ok["level"] == "ok" and ok["text"].startswith(f"alert evaluator {evaluator_id}: last")
+    plain = start_workers(processes=1, modules=("tests.support.tasks",))
+    await plain.ready(events)
+    assert await asyncio.to_thread(evaluating.stop) == 0
+    report = await _until_found(env, lambda r: _bad(r, "evaluator"), "nobody evaluates")
+    (silent,) = _of_rule(report, "evaluator")
+    assert silent["level"] == "warning" and "no worker process raises or clears" in silent["text"]
+    again = start_workers(processes=1, env=env)
+    await again.ready(events)
+    await _until_found(env, lambda r: not _bad(r, "evaluator"), "a new evaluator looked")
