@@ -377,7 +377,8 @@ async def _events(since: timedelta, pattern: str | None, follow: bool, ndjson: b
 
 
 async def _trace(prefix: str, since: timedelta, follow: bool, as_json: bool) -> int:
-    """Every event of one task, workflow or correlation id (any unique prefix), in order."""
+    """Every event of one task, workflow or correlation id (any unique prefix), in time order
+    (live ones under ``--follow`` as they arrive)."""
     from engine import monitor, tracing
     from engine.app import broker
     from engine.events.schemas import BaseEvent, parse_event
@@ -397,7 +398,12 @@ async def _trace(prefix: str, since: timedelta, follow: bool, as_json: bool) -> 
     except tracing.IdNotFoundError as exc:
         print(f"onemanage: {exc} in the last {since} (--since goes further back)", file=sys.stderr)
         return 1
-    mine = [(seq, event) for seq, event in history if full_id in tracing.ids_of(event)]
+    # In time order, as the console's timeline: a kick's "queued" is stored after a fast
+    # worker's "started", but stamped before the kick.
+    mine = sorted(
+        ((seq, event) for seq, event in history if full_id in tracing.ids_of(event)),
+        key=lambda pair: (pair[1].timestamp, pair[0]),
+    )
     lines: list[dict[str, Any]] = []
 
     def show(seq: int, event: BaseEvent) -> None:
