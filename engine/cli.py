@@ -853,7 +853,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     redact_logging()
     if args.log_level == "INFO":  # not a line per task and per event
         logging.getLogger("taskiq.receiver.receiver").setLevel(logging.WARNING)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except BrokenPipeError:
+        # The reader went away (`| head`, a jq that quit): stop quietly, as a shell tool does.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a writer stopped that way
 
 
 if __name__ == "__main__":

@@ -114,3 +114,18 @@ async def test_follow_shows_live_events_until_interrupted(client: OneManageBroke
     finally:
         follower.send_signal(signal.SIGINT)
         assert await asyncio.to_thread(follower.wait, 30) == 0
+
+
+async def test_a_reader_that_quits_early_ends_the_dump_quietly(client: OneManageBroker) -> None:
+    """`onemanage events | head -1`: the dump stops at the closed pipe, with no traceback."""
+    note = uuid.uuid4().hex
+    await _probes(client, note, 400)  # more than a pipe's buffer (64 KiB) to write
+    done = await asyncio.to_thread(
+        subprocess.run,
+        f"{sys.executable} -m engine.cli events --since 10m --ndjson | head -n 1",
+        shell=True, cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.splitlines()) == 1 and json.loads(done.stdout)["seq"] >= 1
+    assert done.stderr == "", done.stderr
