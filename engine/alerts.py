@@ -38,6 +38,9 @@ class Thresholds:
     failure_rate_critical: float = 0.50
     min_runs: int = 20
     window_s: float = 3600.0
+    # The account's JetStream storage in use, as a share of its limit (when it has one).
+    storage_used_warning: float = 0.80
+    storage_used_critical: float = 0.95
     # Age of the oldest task not yet acknowledged (queued or running), in seconds.
     oldest_pending_warning_s: float = 300.0
     oldest_pending_critical_s: float = 1800.0
@@ -177,4 +180,27 @@ def stuck_workflows(stuck: list[tuple[str, float]], t: Thresholds) -> tuple[int,
     return level, (
         f"{len(late)} workflow(s) without progress for {_seconds(t.stuck_after_s)} or more: "
         f"{shown} (critical at {t.stuck_workflows_critical}; `onemanage trace ID`)"
+    )
+
+
+def _size(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} TiB"
+
+
+def storage_used(used: int, limit: int, reserved: int, t: Thresholds) -> tuple[int, str]:
+    """``limit`` <= 0: the account has none (the server's own store limit still applies)."""
+    if limit <= 0:
+        return OK, (
+            f"JetStream on: {_size(used)} stored, {_size(reserved)} reserved by stream limits; "
+            "no account limit (a full server store shows as a worker that cannot store)"
+        )
+    share = used / limit
+    level = _level(share, t.storage_used_warning, t.storage_used_critical)
+    return level, (
+        f"JetStream on: {_size(used)} of the account's {_size(limit)} stored ({share:.0%}; "
+        f"warning at {t.storage_used_warning:.0%}, critical at {t.storage_used_critical:.0%})"
     )

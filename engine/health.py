@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -88,6 +89,19 @@ def _shown(changes: dict[str, tuple[object, object]]) -> str:
 
 def _as_is(want: StreamConfig, have: StreamConfig) -> StreamConfig:
     return want
+
+
+async def _jetstream(t: alerts.Thresholds) -> Finding:
+    """JetStream answers for this account, and how much of its storage is left."""
+    reply = await broker.nc.request("$JS.API.INFO", b"", timeout=broker.settings.publish_timeout)
+    info = json.loads(reply.data)
+    if "error" in info:
+        why = info["error"].get("description", info["error"])
+        return Finding(CRITICAL, f"JetStream not available to this account: {why}", "jetstream")
+    limit = int(info.get("limits", {}).get("max_storage", -1))
+    used, reserved = int(info.get("storage", 0)), int(info.get("reserved_storage", 0))
+    level, text = alerts.storage_used(used, limit, reserved, t)
+    return Finding(level, text, "jetstream")
 
 
 async def _configuration() -> AsyncIterator[Finding]:
@@ -293,6 +307,7 @@ async def findings(
     where = redact_netloc(broker.nc.connected_url.netloc) if broker.nc.connected_url else "?"
     rtt = (time.perf_counter() - started) * 1000
     yield Finding(OK, f"connected to {where} (round trip {rtt:.1f} ms)")
+    yield await _jetstream(t)
     async for finding in _configuration():
         yield finding
     async for finding in _listeners_behind_discards():

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from engine import alerts
 from engine.alerts import Thresholds
 from engine.broker import OneManageBroker
 from engine.services.samples import make_demo_psd
@@ -337,3 +338,18 @@ async def test_a_cluster_with_workers_but_no_evaluator_warns_until_one_evaluates
     again = start_workers(processes=1, env=env)
     await again.ready(events)
     await _until_found(env, lambda r: not _bad(r, "evaluator"), "a new evaluator looked")
+
+
+def test_storage_is_judged_against_the_accounts_limit_when_it_has_one() -> None:
+    t = Thresholds()
+    assert alerts.storage_used(500, -1, 2048, t)[0] == alerts.OK
+    level, text = alerts.storage_used(85, 100, 0, t)
+    assert level == alerts.WARNING and "85 B of the account's 100 B stored (85%" in text
+    assert alerts.storage_used(96, 100, 0, t)[0] == alerts.CRITICAL
+
+
+async def test_the_check_says_jetstream_answers_and_how_much_it_holds() -> None:
+    code, report = await _report()
+    (js,) = _of_rule(report, "jetstream")
+    assert js["level"] == "ok" and js["text"].startswith("JetStream on: ")
+    assert code != 3, report
