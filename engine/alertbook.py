@@ -21,10 +21,16 @@ from engine.events.schemas import AlertCleared, AlertRaised
 from engine.streams import ALERTS_BUCKET
 
 BOOK_KEY = "book"
-LEASE_LOOKS = 3  # an evaluator silent this many looks is replaced
+LEASE_LOOKS = 3  # an evaluator silent this many looks (and LEASE_SLACK_S) is replaced
+LEASE_SLACK_S = 10.0  # so that a slow look on a loaded host is not taken for a dead evaluator
 TIME_HEADER = "Nats-Time-Stamp"  # when the server stored the message (direct get)
 
 AlertEvent = Annotated[AlertRaised | AlertCleared, Field(discriminator="event_type")]
+
+
+def lease_s(evaluate_every_s: float) -> float:
+    """How long a book may go unwritten before another process takes the evaluator's place."""
+    return LEASE_LOOKS * evaluate_every_s + LEASE_SLACK_S
 
 
 class Tracked(BaseModel):

@@ -3,10 +3,11 @@
 Every worker process runs the loop; one of them evaluates. Who, and which
 alerts are raised, is one value in the ``onemanage_alerts`` bucket (the
 book), written by compare-and-set: the evaluator writes it every look, which
-is its lease, and a process that finds it unwritten for three looks takes it
-over with the same compare-and-set, so two never both win. A look is
-``onemanage check``'s findings (engine.health, the same rules and
-thresholds); each finding with a rule is an alert while it is not ok.
+is its lease, and a process that finds it unwritten for three looks (plus ten
+seconds of slack for a slow look) takes it over with the same compare-and-set,
+so two never both win. A look is ``onemanage check``'s findings (engine.health,
+the same rules and thresholds); each finding with a rule is an alert while it
+is not ok.
 
 Hysteresis: an alert is raised after ``raise_after`` looks in a row over its
 threshold and cleared after ``clear_after`` looks in a row within it. A look
@@ -29,7 +30,7 @@ from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
 from taskiq import TaskiqEvents, TaskiqState
 
 from engine import alerts, health
-from engine.alertbook import BOOK_KEY, LEASE_LOOKS, Book, Tracked
+from engine.alertbook import BOOK_KEY, Book, Tracked, lease_s
 from engine.broker import OneManageBroker
 from engine.events.publisher import publish_event
 from engine.events.schemas import AlertCleared, AlertRaised, AlertSeverity
@@ -131,9 +132,7 @@ class Evaluator:
         """One turn: evaluate and publish if this process is (or becomes) the evaluator."""
         book, revision, written = await self._book()
         now = datetime.now(UTC)
-        held = written is not None and (now - written).total_seconds() < (
-            t.evaluate_every_s * LEASE_LOOKS
-        )
+        held = written is not None and (now - written).total_seconds() < lease_s(t.evaluate_every_s)
         if book.evaluator and book.evaluator != self.me and held:
             self.liveness = None  # another evaluates; start afresh when it is our turn
             return False

@@ -267,7 +267,7 @@ async def _evaluator(t: alerts.Thresholds) -> AsyncIterator[Finding]:
         yield Finding(OK, "alert evaluator: no look yet", "evaluator")
         return
     silent = max((datetime.now(UTC) - written).total_seconds(), 0.0)
-    if silent > t.evaluate_every_s * alertbook.LEASE_LOOKS + 5:
+    if silent > alertbook.lease_s(t.evaluate_every_s):
         text = (
             f"alert evaluator silent for {silent:.0f} s (last {book.evaluator}): no worker "
             f"process raises or clears alerts; {raised} were raised then"
