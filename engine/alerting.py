@@ -21,13 +21,11 @@ and the stream's duplicate window stores a republished one once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from datetime import UTC, datetime
 
 from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
-from taskiq import TaskiqEvents, TaskiqState
 
 from engine import alerts, health
 from engine.alertbook import BOOK_KEY, Book, Tracked, lease_s
@@ -187,17 +185,4 @@ class Evaluator:
 
 def install(broker: OneManageBroker) -> None:
     """Run the evaluator loop in every worker process of ``broker``."""
-    running: list[asyncio.Task[None]] = []
-
-    async def start(state: TaskiqState) -> None:
-        running.append(asyncio.create_task(Evaluator(broker).run(), name="alert-evaluator"))
-
-    async def stop(state: TaskiqState) -> None:
-        for task in running:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        running.clear()
-
-    broker.add_event_handler(TaskiqEvents.WORKER_STARTUP, start)
-    broker.add_event_handler(TaskiqEvents.WORKER_SHUTDOWN, stop)
+    broker.run_in_workers("alert-evaluator", Evaluator(broker).run)

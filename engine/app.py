@@ -18,8 +18,7 @@ own CLI does.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import functools
 from collections.abc import Callable
 
 from taskiq import TaskiqEvents, TaskiqState
@@ -52,21 +51,10 @@ def create_broker(settings: Settings | None = None) -> OneManageBroker:
     broker.add_event_handler(TaskiqEvents.WORKER_STARTUP, dead_letters)
     watch = DiscardWatch(broker)
     broker.fetch_watchers.append(watch)
-    watching: list[asyncio.Task[None]] = []
-
-    async def discards(state: TaskiqState) -> None:
-        await look(watch)  # before the lanes pull: see engine.discards
-        watching.append(asyncio.create_task(watch_discards(watch), name="discard-watch"))
-
-    async def stop_discards(state: TaskiqState) -> None:
-        for task in watching:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        watching.clear()
-
-    broker.add_event_handler(TaskiqEvents.WORKER_STARTUP, discards)
-    broker.add_event_handler(TaskiqEvents.WORKER_SHUTDOWN, stop_discards)
+    # Looked at before the lanes pull: see engine.discards.
+    broker.run_in_workers(
+        "discard-watch", functools.partial(watch_discards, watch), functools.partial(look, watch)
+    )
     for name, function in diagnostics.TASKS.items():
         broker.register_task(function, task_name=name)
     return broker

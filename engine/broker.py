@@ -14,10 +14,11 @@ decorate with it. See docs/adr/0001-broker.md.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from typing import Any
 
 from nats.aio.client import Client
@@ -59,6 +60,33 @@ class OneManageBroker(AsyncBroker):
         self.ready = asyncio.Event()  # set once a worker pulls from all its lanes
         self._buckets: dict[str, KeyValue] = {}  # bound on this connection; cleared at shutdown
         self.add_event_handler(TaskiqEvents.WORKER_STARTUP, self._create_streams)
+
+    def run_in_workers(
+        self,
+        name: str,
+        run: Callable[[], Coroutine[Any, Any, None]],
+        prepare: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Run ``run()`` as a task in every worker process, from start-up until shutdown.
+
+        ``prepare`` is awaited first, during start-up (before the lanes pull).
+        """
+        running: list[asyncio.Task[None]] = []
+
+        async def start(state: TaskiqState) -> None:
+            if prepare is not None:
+                await prepare()
+            running.append(asyncio.create_task(run(), name=name))
+
+        async def stop(state: TaskiqState) -> None:
+            for task in running:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            running.clear()
+
+        self.add_event_handler(TaskiqEvents.WORKER_STARTUP, start)
+        self.add_event_handler(TaskiqEvents.WORKER_SHUTDOWN, stop)
 
     # -- the connection ------------------------------------------------------------
 
