@@ -230,6 +230,8 @@ async def _against_thresholds(t: alerts.Thresholds, liveness: Liveness) -> Async
     if tasks is not None and tasks.messages and tasks.first_ts is not None:
         age = max((now - tasks.first_ts).total_seconds(), 0.0)
         judge("oldest_pending", TASKS, alerts.oldest_pending(age, t))
+    elif tasks is not None:
+        judge("oldest_pending", TASKS, (OK, "no task waiting or running"))
     stats = await read_task_stats(broker)
     hours = {s.task_name: windows.window(s.recent, now, t.window_s) for s in stats}
     dead = sum(hour.dead_lettered for hour in hours.values())
