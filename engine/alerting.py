@@ -104,9 +104,13 @@ class Evaluator:
 
     def __init__(self, broker: OneManageBroker) -> None:
         self.broker = broker
-        self.me = broker.worker_id
         self.looks = 0  # complete looks this process made as the evaluator
         self.liveness: Liveness | None = None
+
+    @property
+    def me(self) -> str:
+        """This process (read when used: the module is imported before workers fork)."""
+        return self.broker.worker_id
 
     async def _book(self) -> tuple[Book, int, datetime | None]:
         """The book, its revision and when it was written, from the stream leader."""
@@ -185,4 +189,4 @@ class Evaluator:
 
 def install(broker: OneManageBroker) -> None:
     """Run the evaluator loop in every worker process of ``broker``."""
-    broker.run_in_workers("alert-evaluator", Evaluator(broker).run)
+    broker.run_in_workers("alert-evaluator", lambda: Evaluator(broker).run())

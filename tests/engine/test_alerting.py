@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from engine import alerts
+from engine.alertbook import read_book
 from engine.alerting import Book, step
 from engine.broker import OneManageBroker
 from engine.events.schemas import AlertCleared, AlertRaised, BaseEvent, WorkerHeartbeat
@@ -79,7 +80,7 @@ async def test_a_paused_worker_is_raised_once_and_cleared_once_by_three_evaluato
     limits.write_text("[thresholds]\n" + "".join(f"{k} = {v}\n" for k, v in fast.items()))
     env = {"ONEMANAGE_ALERTS_FILE": str(limits), "ONEMANAGE_HEARTBEAT_INTERVAL": "0.5"}
     steady = start_workers(processes=2, env=env)
-    await steady.ready(events)
+    steady_ids = await steady.ready(events)
     paused = start_workers(processes=1, env=env)
     (paused_id,) = await paused.ready(events)
 
@@ -106,3 +107,5 @@ async def test_a_paused_worker_is_raised_once_and_cleared_once_by_three_evaluato
     assert [type(e).__name__ for e in mine] == ["AlertRaised", "AlertCleared"], mine
     others = [e for e in stored if getattr(e, "about", None) == paused_id and e not in mine]
     assert others == []  # and no second alert about it
+    book, _ = await read_book(client)
+    assert book.evaluator in steady_ids | {paused_id}  # a worker process, not its parent
