@@ -556,12 +556,24 @@ async def _submit(paths: list[str], wait: bool) -> int:
     from engine.submit import Submission, SubmitError, follow_workflow, read_psd_file, submit_psd
 
     # No ensure_streams here: creating streams is the worker's right, not the operator's.
+    # Every file is checked before any is uploaded: one bad file of many starts nothing.
+    files: list[tuple[Path, bytes]] = []
+    refused = []
+    for name in paths:
+        try:
+            files.append((Path(name), read_psd_file(Path(name), broker.settings.max_upload_bytes)))
+        except SubmitError as exc:
+            refused.append(exc)
+    if refused:
+        for refusal in refused:
+            print(f"onemanage: {refusal}", file=sys.stderr)
+        print(f"onemanage: nothing submitted ({len(refused)} of {len(paths)} file(s) refused)",
+              file=sys.stderr)  # fmt: skip
+        return 1
     submissions: list[Submission] = []
     failed = 0
-    for name in paths:
-        path = Path(name)
+    for path, data in files:
         try:
-            data = read_psd_file(path, broker.settings.max_upload_bytes)
             progress = _upload_progress(path.name, len(data))
             submission = await submit_psd(broker, data, path.name, progress)
         except (SubmitError, StorageError) as exc:

@@ -36,7 +36,19 @@ SIGNATURE = b"8BPS"
 
 
 class SubmitError(OneManageError):
-    """A file that cannot be submitted, and why (before anything was uploaded)."""
+    """A file that cannot be submitted, and why (before anything was uploaded).
+
+    ``code`` is the workflow's error code for the same fault (docs/troubleshooting.md,
+    "PSD error codes"), or ``no_such_file`` / ``not_a_file`` / ``unreadable`` for a path
+    that names no file to read.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+    def __str__(self) -> str:
+        return f"{self.code}: {super().__str__()}"
 
 
 @dataclass(frozen=True)
@@ -49,28 +61,43 @@ class Submission:
 
 
 def check_psd_bytes(data: bytes, filename: str, max_bytes: int) -> None:
-    """The local checks: size cap and a PSD (version 1) or PSB (version 2) signature."""
+    """The local checks: size cap and a PSD (version 1) or PSB (version 2) header start."""
     if not data:
-        raise SubmitError(f"{filename} is empty")
+        raise SubmitError("not_psd", f"{filename} is empty")
     if len(data) > max_bytes:
-        raise SubmitError(f"{filename} is {len(data):,} bytes; the limit is {max_bytes:,}")
-    if data[:4] != SIGNATURE or data[4:6] not in (b"\x00\x01", b"\x00\x02"):
-        raise SubmitError(f"{filename} is not a PSD or PSB file (no 8BPS signature)")
+        raise SubmitError(
+            "too_large", f"{filename} is {len(data):,} bytes; the upload limit is {max_bytes:,}"
+        )
+    if data[:4] != SIGNATURE:
+        raise SubmitError(
+            "not_psd", f"{filename} is not a PSD or PSB file (it does not start with 8BPS)"
+        )
+    if len(data) < 6:
+        raise SubmitError("truncated", f"{filename} ends inside its header ({len(data)} bytes)")
+    if data[4:6] not in (b"\x00\x01", b"\x00\x02"):
+        version = int.from_bytes(data[4:6], "big")
+        raise SubmitError(
+            "corrupt",
+            f"{filename} starts with 8BPS but its version is {version} "
+            "(1 is a PSD, 2 a PSB): a damaged header",
+        )
 
 
 def read_psd_file(path: Path, max_bytes: int) -> bytes:
     """Read ``path`` after checking it exists, is a file, and is not too big."""
     if not path.exists():
-        raise SubmitError(f"{path}: no such file")
+        raise SubmitError("no_such_file", f"{path}: no such file")
     if not path.is_file():
-        raise SubmitError(f"{path}: not a regular file")
+        raise SubmitError("not_a_file", f"{path}: a directory or device, not a file")
     size = path.stat().st_size
     if size > max_bytes:
-        raise SubmitError(f"{path} is {size:,} bytes; the limit is {max_bytes:,}")
+        raise SubmitError(
+            "too_large", f"{path} is {size:,} bytes; the upload limit is {max_bytes:,}"
+        )
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise SubmitError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+        raise SubmitError("unreadable", f"{path}: cannot read: {exc.strerror or exc}") from exc
     check_psd_bytes(data, path.name, max_bytes)
     return data
 
