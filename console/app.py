@@ -52,6 +52,7 @@ from engine.app import broker
 from engine.broker import OneManageBroker
 from engine.credentials import PRIVATE_FILE, append_private, private_dir
 from engine.eventlines import parse_duration
+from engine.parentdeath import terminate_with_parent
 from engine.redaction import redact, redact_logging
 
 logger = logging.getLogger(__name__)
@@ -258,7 +259,7 @@ class ConsoleApp(App[None]):
             self.worker_process = subprocess.Popen(
                 [sys.executable, "-m", "engine.cli", "worker", "-p", "1"],
                 env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                start_new_session=True, preexec_fn=_terminate_with_parent,
+                start_new_session=True, preexec_fn=terminate_with_parent,
             )  # fmt: skip
         self.backend += f" + worker pid {self.worker_process.pid}"
 
@@ -383,14 +384,6 @@ class ConsoleApp(App[None]):
                 f"The whole story of {current.name}",
                 lambda: self.open_details(current.key),
             )
-
-
-def _terminate_with_parent() -> None:
-    """In the worker child (Linux): SIGTERM when the console dies, even by SIGKILL."""
-    with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,7 @@ own CLI does.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 
 from taskiq import TaskiqEvents, TaskiqState
@@ -30,6 +31,7 @@ from engine.events.listeners import Handler, ListenerTask
 from engine.events.listeners import event_listener as _event_listener
 from engine.metrics import MetricsMiddleware
 from engine.middleware import LifecycleMiddleware
+from engine.parentdeath import terminate_with_parent
 from engine.results import NatsKVResultBackend
 from engine.routing import Deliver
 from engine.settings import Settings
@@ -37,6 +39,7 @@ from engine.streams import EVENTS_SUBJECTS
 from engine.tasks import diagnostics
 
 BUILTIN_MODULES = ("engine.builtin",)
+WORKER_PARENT = "ONEMANAGE_WORKER_PARENT"  # the pid of `onemanage worker`, for its processes
 
 
 def create_broker(settings: Settings | None = None) -> OneManageBroker:
@@ -49,6 +52,12 @@ def create_broker(settings: Settings | None = None) -> OneManageBroker:
         await watch_dead_letters(broker)
 
     broker.add_event_handler(TaskiqEvents.WORKER_STARTUP, dead_letters)
+
+    async def die_with_parent(state: TaskiqState) -> None:
+        parent = os.environ.get(WORKER_PARENT)
+        terminate_with_parent(int(parent) if parent else None)
+
+    broker.add_event_handler(TaskiqEvents.WORKER_STARTUP, die_with_parent)
     watch = DiscardWatch(broker)
     broker.fetch_watchers.append(watch)
     # Looked at before the lanes pull: see engine.discards.

@@ -179,8 +179,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from taskiq.cli.worker.run import run_worker
 
     metrics_dir = _metrics_dir() if args.metrics_port is not None else None
-    from engine.app import BUILTIN_MODULES
+    from engine.app import BUILTIN_MODULES, WORKER_PARENT
 
+    os.environ[WORKER_PARENT] = str(os.getpid())  # its processes die with it (engine.app)
     modules = list(args.modules or BUILTIN_MODULES)
     _import_or_exit(modules)
     settings = load_settings()
