@@ -1,4 +1,5 @@
-"""`?`: every binding with its id, its keys (after remapping) and what it does."""
+"""`?`: every binding with its id, its keys (after remapping, as the footer shows them) and
+what it does, and Tab, which moves between the panels."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from rich.table import Table
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
+from textual.keys import format_key
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
@@ -38,9 +40,9 @@ class HelpScreen(ModalScreen[None]):
                 continue
             seen.add(binding.id)
             keys = self.keymap.get(binding.id, binding.key)
-            table.add_row(
-                keys.replace(",", " / "), binding.description or binding.action, binding.id
-            )
+            shown = " / ".join(format_key(key.strip()) for key in keys.split(","))
+            table.add_row(shown, binding.description or binding.action, binding.id)
+        table.add_row("tab / shift+tab", "Next / previous panel", "")
         with VerticalScroll():
             yield Static("[b]OneManage console: keys[/b]\n")
             yield Static(table)
