@@ -118,9 +118,8 @@ def redelivered(durable: str, count: int, t: Thresholds) -> tuple[int, str]:
 
 def dead_letters(count: int, t: Thresholds) -> tuple[int, str]:
     level = _level(count, t.dead_letters_warning, t.dead_letters_critical)
-    hours = t.window_s / 3600
     return level, (
-        f"{count:,} dead letter(s) in the last {hours:g} h (warning at "
+        f"{count:,} dead letter(s) in the last {_seconds(t.window_s)} (warning at "
         f"{t.dead_letters_warning:,}, critical at {t.dead_letters_critical:,}): "
         "see `onemanage events --type task.dead_lettered`"
     )
@@ -139,7 +138,9 @@ def failure_rate(task_name: str, failed: int, succeeded: int, t: Thresholds) -> 
 
 
 def _seconds(value: float) -> str:
-    return f"{value:.0f} s" if value < 120 else f"{value / 60:.0f} min"
+    if value < 120:
+        return f"{value:.0f} s"
+    return f"{value / 60:.0f} min" if value < 7200 else f"{value / 3600:.0f} h"
 
 
 def oldest_pending(age_s: float, t: Thresholds) -> tuple[int, str]:
