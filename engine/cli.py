@@ -256,7 +256,7 @@ async def _status(as_json: bool) -> int:
     It only reads (the viewer role): stream and consumer info, heartbeats and
     statistics by direct get, so it leaves nothing on the server.
     """
-    from engine import monitor, statusview
+    from engine import liveness, monitor, statusview
     from engine.app import broker
     from engine.events import windows
     from engine.events.stats import read_task_stats
@@ -264,7 +264,7 @@ async def _status(as_json: bool) -> int:
 
     streams = {name: await monitor.stream_figures(broker, name) for name in (TASKS, EVENTS)}
     consumers = await monitor.consumer_figures(broker)
-    workers = await monitor.live_workers(broker)
+    workers = await liveness.live_workers(broker)
     stats_error = None
     try:
         stats = await read_task_stats(broker)
@@ -549,7 +549,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 async def _submit(paths: list[str], wait: bool) -> int:
-    from engine import monitor
+    from engine import liveness
     from engine.app import broker
     from engine.errors import PublishError
     from engine.events.schemas import PsdWorkflowCompleted
@@ -589,7 +589,7 @@ async def _submit(paths: list[str], wait: bool) -> int:
         print(f"{submission.workflow_id}  {path.name}  ({len(data):,} bytes)")
     if not wait or not submissions:
         return 1 if failed else 0
-    if not await monitor.live_workers(broker):
+    if not await liveness.live_workers(broker):
         print("no live worker yet: the workflows are queued and run when `onemanage worker` "
               "starts", file=sys.stderr)  # fmt: skip
 

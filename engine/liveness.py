@@ -11,7 +11,7 @@ go first).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from engine.broker import OneManageBroker
 from engine.events.schemas import (
@@ -48,9 +48,9 @@ class Liveness:
         self.beats: dict[str, WorkerHeartbeat] = {}
         self.open: dict[str, datetime] = {}  # workflow id -> its last progress
 
-    async def refresh(self, broker: OneManageBroker) -> None:
-        """Read what EVENTS stored since the last refresh."""
-        for subject in (HEARTBEATS, WORKFLOWS):
+    async def refresh(self, broker: OneManageBroker, workflows: bool = True) -> None:
+        """Read what EVENTS stored since the last refresh (``workflows``: their events too)."""
+        for subject in (HEARTBEATS, WORKFLOWS) if workflows else (HEARTBEATS,):
             reader = EventReader(broker, self._positions[subject], subject)
             async for delivered in reader.history():
                 event = parse_event(delivered.data, delivered.subject)
@@ -97,3 +97,11 @@ class Liveness:
 
 def _silent(beat: WorkerHeartbeat, now: datetime) -> float:
     return (now - beat.timestamp).total_seconds()
+
+
+async def live_workers(broker: OneManageBroker) -> list[WorkerHeartbeat]:
+    """The last heartbeat of each worker alive now (of the last two minutes' heartbeats)."""
+    now = datetime.now(UTC)
+    liveness = Liveness(now - timedelta(minutes=2), now)
+    await liveness.refresh(broker, workflows=False)
+    return liveness.live(datetime.now(UTC))

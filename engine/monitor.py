@@ -369,21 +369,6 @@ async def recent_events(
     return events
 
 
-async def live_workers(broker: OneManageBroker, missed_beats: int = 3) -> list[WorkerHeartbeat]:
-    """The last heartbeat of each worker that beat within ``missed_beats`` intervals."""
-    latest: dict[str, WorkerHeartbeat] = {}
-    for event in await recent_events(broker, timedelta(minutes=2), "events.worker.heartbeat"):
-        if isinstance(event, WorkerHeartbeat):
-            latest[event.worker_id] = event
-    now = datetime.now(UTC)
-    return [
-        beat
-        for beat in latest.values()
-        if beat.state == "running"
-        and (now - beat.timestamp).total_seconds() <= beat.interval_s * missed_beats
-    ]
-
-
 def missed_events(workers: Iterable[WorkerHeartbeat]) -> dict[str, int]:
     """Events each listener durable missed to discard-old, as its workers report them.
 
