@@ -29,6 +29,7 @@ from engine.deadletters import watch_dead_letters
 from engine.discards import DiscardWatch, look, watch_discards
 from engine.events.listeners import Handler, ListenerTask
 from engine.events.listeners import event_listener as _event_listener
+from engine.identity import WORKER_PARENT as WORKER_PARENT
 from engine.metrics import MetricsMiddleware
 from engine.middleware import LifecycleMiddleware
 from engine.parentdeath import terminate_with_parent
@@ -39,7 +40,6 @@ from engine.streams import EVENTS_SUBJECTS
 from engine.tasks import diagnostics
 
 BUILTIN_MODULES = ("engine.builtin",)
-WORKER_PARENT = "ONEMANAGE_WORKER_PARENT"  # the pid of `onemanage worker`, for its processes
 
 
 def create_broker(settings: Settings | None = None) -> OneManageBroker:

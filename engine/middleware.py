@@ -41,7 +41,7 @@ from engine.events.schemas import (
     TaskSucceeded,
     WorkerHeartbeat,
 )
-from engine.identity import HOST, utc_now
+from engine.identity import HOST, command_identity, utc_now
 from engine.routing import CAUSATION_LABEL, CORRELATION_LABEL, QUEUED_AT_LABEL, is_event_task
 from engine.streams import RESULTS_BUCKET
 
@@ -239,6 +239,7 @@ class LifecycleMiddleware(TaskiqMiddleware):
             },
             lane_health=self.onemanage.lane_health,
             store_error=store_error,
+            command=command_identity(),
         )
 
     async def _store_error(self) -> str | None:

@@ -181,10 +181,13 @@ class WorkerHeartbeat(BaseEvent):
     ``store_error`` (1.2) is why its last write to the store was refused (a full
     store refuses every write but tells only the writer, while EVENTS, which
     discards old messages, may still take the heartbeat that says so).
+    ``command`` (1.3) is the ``host:pid`` of the ``onemanage worker`` command
+    that started this process, so its processes are shown as one worker; None
+    for a process started some other way.
     """
 
     event_type: Literal["worker.heartbeat"] = "worker.heartbeat"
-    event_version: str = "1.2"
+    event_version: str = "1.3"
     worker_id: str
     host: str
     pid: int
@@ -198,6 +201,7 @@ class WorkerHeartbeat(BaseEvent):
     listeners: dict[str, ListenerCounters] = Field(default_factory=dict)
     lane_health: dict[str, LaneHealth] = Field(default_factory=dict)
     store_error: str | None = None
+    command: str | None = None
 
     @property
     def degraded_lanes(self) -> list[str]:
