@@ -47,11 +47,12 @@ from console.widgets.streams import StreamHealth
 from console.widgets.submit import SubmitScreen
 from console.widgets.task_flow import TaskFlow
 from console.widgets.workers import Workers
-from engine import embedded, monitor
+from engine import alerts, embedded, monitor
 from engine.app import broker
 from engine.broker import OneManageBroker
 from engine.credentials import PRIVATE_FILE, append_private, private_dir
 from engine.eventlines import parse_duration
+from engine.identity import HOST
 from engine.parentdeath import terminate_with_parent
 from engine.redaction import redact, redact_logging
 
@@ -208,8 +209,7 @@ class ConsoleApp(App[None]):
         parts = [
             f"[b]OneManage[/b] {self.backend}",
             f"events {s.events:,} ({progress})",
-            f"tasks ok {s.outcomes['succeeded']:,} failed {s.outcomes['failed']:,}",
-            f"workflows done {s.outcomes['completed']:,}",
+            counted.line() if (counted := s.counts()) is not None else "counts: reading",
         ]
         if s.unreadable:
             parts.append(f"[yellow]unreadable {sum(s.unreadable.values()):,}[/]")
@@ -244,6 +244,8 @@ class ConsoleApp(App[None]):
             logger.exception("console cannot start")
             return
         self.state.connection.url = redact(self.broker.servers()[0]).removeprefix("nats://")
+        with contextlib.suppress(alerts.ThresholdsError):  # `onemanage check` reports a bad file
+            self.state.gone_after_s = alerts.load_thresholds(settings).worker_gone_after_s
         self.pump = Pump(self.state, self.broker, self.options.since)
         self.pump.start()
 
@@ -261,7 +263,8 @@ class ConsoleApp(App[None]):
                 env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                 start_new_session=True, preexec_fn=terminate_with_parent,
             )  # fmt: skip
-        self.backend += f" + worker pid {self.worker_process.pid}"
+        # The id its Workers group has: the host:pid of its `onemanage worker` command.
+        self.backend += f" + worker {HOST}:{self.worker_process.pid}"
 
     async def stop_backend(self) -> None:
         """Worker first (it drains), then our connection; the server last, if unused."""

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from engine.alertbook import Book
+from engine.counts import Counts, counts, is_workflow, label
 from engine.events.schemas import (
     AlertCleared,
     AlertRaised,
@@ -37,11 +38,15 @@ from engine.events.schemas import (
 from engine.events.stats import TaskTypeStats
 from engine.events.windows import WindowFigures, window
 from engine.identity import utc_now
+from engine.liveness import MISSED_BEATS, command_of
 from engine.monitor import ConsumerFigures, StreamFigures, missed_events
 from engine.streams import TASKS
 
 Clock = Callable[[], datetime]
 RowKind = Literal["task", "workflow"]
+WorkerState = Literal["alive", "lost", "stopped", "unjudged"]
+GONE_AFTER_S = 600.0  # engine.alerts.Thresholds.worker_gone_after_s, unless the app sets it
+MAX_GONE = 10_000
 
 # A state only moves forward: events of one task can arrive out of order.
 _RANK = {
@@ -95,8 +100,12 @@ class WorkerView:
     beat: WorkerHeartbeat
     last_seen: datetime
 
-    def lost(self, now: datetime, missed_beats: int = 3) -> bool:
-        return (now - self.last_seen).total_seconds() > self.beat.interval_s * missed_beats
+    def silent_s(self, now: datetime) -> float:
+        return (now - self.last_seen).total_seconds()
+
+    def lost(self, now: datetime, missed_beats: int = MISSED_BEATS) -> bool:
+        """Silent for ``missed_beats`` intervals (whether that is evidence: ConsoleState)."""
+        return self.silent_s(now) > self.beat.interval_s * missed_beats
 
 
 @dataclass(slots=True)
@@ -241,8 +250,10 @@ class ConsoleState:
         max_failures: int = 1000,
         trace_budget: int = 20_000,
         clock: Clock = utc_now,
+        gone_after_s: float = GONE_AFTER_S,
     ) -> None:
         self.max_rows = max_rows
+        self.gone_after_s = gone_after_s
         self.max_failures = max_failures
         self.trace_budget = trace_budget
         self.trace_cap = max(1, min(2000, trace_budget))  # events kept per correlation id
@@ -252,6 +263,7 @@ class ConsoleState:
         self.traces: OrderedDict[str, list[BaseEvent]] = OrderedDict()
         self._trace_events = 0
         self.workers: dict[str, WorkerView] = {}
+        self.gone: dict[str, datetime] = {}  # workers aged out (no goodbye): their last beat
         self.streams: dict[str, StreamView] = {}
         self.consumers: dict[str, ConsumerView] = {}
         self.connection = Connection()
@@ -290,6 +302,12 @@ class ConsoleState:
             return
         self.by_type[event.event_type] += 1
         if isinstance(event, WorkerHeartbeat):
+            if event.worker_id in self.gone and event.timestamp <= self.gone[event.worker_id]:
+                return  # a late copy of a beat from before it was counted gone
+            known = self.workers.get(event.worker_id)
+            if known is not None and event.timestamp < known.last_seen:
+                return  # out of order: the newer beat stays
+            self.gone.pop(event.worker_id, None)
             self.workers[event.worker_id] = WorkerView(event, event.timestamp)
             return
         if isinstance(event, AlertRaised | AlertCleared):
@@ -346,13 +364,24 @@ class ConsoleState:
         row.state = state
         if row.done and not was_done:
             self.outcomes[state] += 1
-        if row.failed:
+        if row.failed and not self._in_failed_workflow(row):
             self.failures_version += 1
             self.failures[row.key] = row
             self.failures.move_to_end(row.key)
             while len(self.failures) > self.max_failures:
                 self.failures.popitem(last=False)
         return True
+
+    def _in_failed_workflow(self, row: Row) -> bool:
+        """A step of a workflow that failed: the workflow's failure already says it."""
+        workflow = self.rows.get(row.correlation_id)
+        return (
+            row.kind == "task"
+            and workflow is not None
+            and workflow is not row
+            and workflow.kind == "workflow"
+            and workflow.failed
+        )
 
     def _task(self, event: TaskEvent) -> None:
         workflow = self.rows.get(event.task_id)
@@ -407,6 +436,14 @@ class ConsoleState:
             row.step = event.step
             row.error_type, row.error_message = event.error_code, event.error_message
             self._advance(row, "failed", event)
+            steps = [
+                key
+                for key, failed in self.failures.items()
+                if failed.kind == "task" and failed.correlation_id == row.key
+            ]
+            for key in steps:  # one failure: the workflow, its step's error inside it
+                del self.failures[key]
+            self.failures_version += bool(steps)
 
     def _engine_alert(self, event: AlertRaised | AlertCleared) -> None:
         """A raise, an escalation (same alert_id: it replaces severity and text) or a clear."""
@@ -570,11 +607,59 @@ class ConsoleState:
         """Per task type that did anything in the last ``seconds``: its counts and histograms."""
         now = self.clock()
         shown = []
-        for stats in self.task_stats:
+        for stats in sorted(self.task_stats, key=lambda s: not is_workflow(s)):
             figures = window(stats.recent, now, seconds)
             if figures.run or figures.wait or figures.queued or figures.dead_lettered:
-                shown.append((stats.task_name, figures))
+                shown.append((label(stats), figures))
         return shown
+
+    def counts(self) -> Counts | None:
+        """The shared counts (engine.counts), None before the statistics were first read."""
+        return None if self.stats_read_at is None else counts(self.task_stats)
+
+    # -- workers ------------------------------------------------------------------
+
+    def judging(self, view: WorkerView, now: datetime) -> bool:
+        """Whether a missing beat of this worker is evidence: the console has been
+        connected for a whole beat window, so it would have received the beats.
+
+        While disconnected, or in the first window after connecting, it could not
+        have: no verdict then (neither lost nor gone).
+        """
+        c = self.connection
+        window = view.beat.interval_s * MISSED_BEATS
+        return c.connected and c.since is not None and (now - c.since).total_seconds() > window
+
+    def worker_state(self, view: WorkerView, now: datetime) -> WorkerState:
+        if view.beat.state == "stopping":
+            return "stopped"
+        if not view.lost(now):
+            return "alive"
+        return "lost" if self.judging(view, now) else "unjudged"
+
+    def age_workers(self) -> None:
+        """Workers silent without a goodbye for over ``gone_after_s`` leave the list (gone);
+        stopped ones once as old. Only while judging (see ``judging``)."""
+        now = self.clock()
+        for worker_id, view in list(self.workers.items()):
+            if view.silent_s(now) <= max(self.gone_after_s, view.beat.interval_s * MISSED_BEATS):
+                continue
+            if not self.judging(view, now):
+                continue
+            del self.workers[worker_id]
+            self.version += 1
+            if view.beat.state == "running":
+                self.gone[worker_id] = view.last_seen
+                while len(self.gone) > MAX_GONE:
+                    del self.gone[next(iter(self.gone))]
+
+    def worker_groups(self) -> list[tuple[str, list[WorkerView]]]:
+        """Workers by their ``onemanage worker`` command (aged first), sorted by id."""
+        self.age_workers()
+        groups: dict[str, list[WorkerView]] = {}
+        for _, view in sorted(self.workers.items()):
+            groups.setdefault(command_of(view.beat), []).append(view)
+        return sorted(groups.items())
 
     def engine_alerts(self) -> list[RaisedAlert]:
         """The evaluator's alerts still raised: critical first, then the oldest first."""
@@ -607,7 +692,8 @@ class ConsoleState:
             )
         if self.outcomes["dead_lettered"]:
             alerts.append(Alert("error", f"{self.outcomes['dead_lettered']} dead-lettered task(s)"))
-        lost = [w for w in self.workers.values() if w.beat.state == "running" and w.lost(now)]
+        self.age_workers()
+        lost = [w for w in self.workers.values() if self.worker_state(w, now) == "lost"]
         if lost:
             alerts.append(
                 Alert(

@@ -256,15 +256,21 @@ async def _status(as_json: bool) -> int:
     It only reads (the viewer role): stream and consumer info, heartbeats and
     statistics by direct get, so it leaves nothing on the server.
     """
-    from engine import liveness, monitor, statusview
+    from engine import alerts, counts, liveness, monitor, statusview
     from engine.app import broker
     from engine.events import windows
     from engine.events.stats import read_task_stats
     from engine.streams import EVENTS, TASKS
 
+    try:
+        limits = alerts.load_thresholds(broker.settings)
+    except alerts.ThresholdsError as exc:
+        print(f"onemanage: {exc}; default thresholds used", file=sys.stderr)
+        limits = alerts.Thresholds()
     streams = {name: await monitor.stream_figures(broker, name) for name in (TASKS, EVENTS)}
     consumers = await monitor.consumer_figures(broker)
-    workers = await liveness.live_workers(broker)
+    census = await liveness.census(broker, limits.worker_gone_after_s, limits.window_s)
+    workers = census.live
     stats_error = None
     try:
         stats = await read_task_stats(broker)
@@ -272,6 +278,7 @@ async def _status(as_json: bool) -> int:
         stats, stats_error = [], redact(f"{type(exc).__name__}: {exc}")
     now = datetime.now(UTC)
     hours = [windows.window(s.recent, now) for s in stats]
+    figures = counts.counts(stats)
     if as_json:
         document = {
             "server": redact(", ".join(broker.servers())),
@@ -281,6 +288,14 @@ async def _status(as_json: bool) -> int:
             },
             "consumers": [{**dataclasses.asdict(c), "impossible": c.impossible} for c in consumers],
             "workers": [w.model_dump(mode="json") for w in workers],
+            "worker_groups": [g.as_dict() for g in liveness.group_workers(workers)],
+            "workers_lost": [
+                {"worker_id": lost.beat.worker_id, "silent_s": round(lost.silent_s, 1)}
+                for lost in census.lost
+            ],
+            "workers_gone": census.gone,
+            "worker_gone_after_s": limits.worker_gone_after_s,
+            "counts": None if stats_error else figures.as_dict(),
             "task_stats": [
                 {**s.model_dump(mode="json", exclude={"recent"}), "last_hour": hour.as_dict()}
                 for s, hour in zip(stats, hours, strict=True)
@@ -291,9 +306,11 @@ async def _status(as_json: bool) -> int:
         return 0
     print(f"server: {redact(', '.join(broker.servers()))}")
     blocks = [statusview.streams(streams), statusview.consumers(consumers)]
-    blocks.append(statusview.workers(workers))
+    blocks.append(statusview.workers(census, limits.worker_gone_after_s))
     if stats_error:
         blocks.append([f"task statistics unavailable: {stats_error}"])
+    else:
+        blocks.append(statusview.counts(figures))
     if stats:
         blocks.append(statusview.last_hour(stats, hours))
     print("\n\n".join("\n".join(block) for block in blocks))
@@ -713,7 +730,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: a single server)")  # fmt: skip
     server.set_defaults(func=cmd_server)
 
-    worker = commands.add_parser("worker", help="run headless workers")
+    worker = commands.add_parser(
+        "worker",
+        help="run headless workers",
+        description="Start worker processes (2 by default, see -p) under this command: they "
+        "show as one worker (host:pid of this command) and die with it.",
+    )
     worker.add_argument(
         "modules",
         nargs="*",

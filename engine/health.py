@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from nats.js.api import StreamConfig
 from nats.js.errors import NotFoundError
 
-from engine import alertbook, alerts, monitor
+from engine import alertbook, alerts, counts, monitor
 from engine.app import broker
 from engine.direct import DirectGetError
 from engine.discards import carried_past_its_own
@@ -250,6 +250,10 @@ async def _against_thresholds(t: alerts.Thresholds, liveness: Liveness) -> Async
     for finding in judged:
         if finding.level != OK:
             yield finding
+    # The all-time counts (engine.counts), the figures status and the console show: a
+    # line of their own only when a threshold tripped, to read the failures beside.
+    tripped = any(finding.level != OK for finding in judged)
+    yield Finding(OK, f"counts: {counts.counts(stats).line()}", quiet=not tripped)
     calm = len([1 for finding in judged if finding.level == OK])
     yield Finding(OK, f"{calm} of {len(judged)} figures within their thresholds")
     for finding in judged:

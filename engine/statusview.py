@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from engine.counts import Counts, is_workflow, label
 from engine.events.schemas import WorkerHeartbeat
 from engine.events.stats import TaskTypeStats
 from engine.events.windows import QUANTILES, WindowFigures
+from engine.liveness import Census, group_workers
 from engine.monitor import ConsumerFigures, StreamFigures
 
 
@@ -58,26 +60,54 @@ def consumers(figures: list[ConsumerFigures]) -> list[str]:
     return lines
 
 
-def workers(beats: list[WorkerHeartbeat]) -> list[str]:
-    lines = [f"workers alive: {len(beats)}"]
-    width = max([0, *(len(w.worker_id) for w in beats)])
-    for w in beats:
-        degraded = f"  degraded: {', '.join(w.degraded_lanes)}" if w.degraded_lanes else ""
+def workers(census: Census, gone_after_s: float) -> list[str]:
+    """A row per ``onemanage worker`` command (its processes' figures summed), its
+    processes under it; then how many are lost, and gone (silent > gone_after_s)."""
+    groups = group_workers(census.live)
+    lines = [
+        f"workers alive: {len(groups)} ({len(census.live)} processes)  "
+        f"lost {len(census.lost)}  gone {census.gone} (silent > {gone_after_s:g} s)"
+    ]
+    names = [*(len(g.command) for g in groups), *(len(b.worker_id) + 2 for b in census.live)]
+    width = max([0, *names])
+    for group in groups:
+        if group.beats[0].command is None:  # a process of its own: no group row
+            lines.append(_worker_line(group.beats[0], "  ", width))
+            continue
         lines.append(
-            f"  {w.worker_id:{width}}  running {w.running:>4}  processed {w.processed:>7}  "
-            f"failed {w.failed}{degraded}"
+            f"  {group.command:{width}}  running {group.running:>4}  "
+            f"processed {group.processed:>7}  failed {group.failed}"
         )
+        lines += [_worker_line(beat, "    ", width - 2) for beat in group.beats]
+    for lost in census.lost:
+        lines.append(f"  LOST {lost.beat.worker_id}: no heartbeat for {lost.silent_s:.0f} s")
     return lines
 
 
+def _worker_line(w: WorkerHeartbeat, indent: str, width: int) -> str:
+    degraded = f"  degraded: {', '.join(w.degraded_lanes)}" if w.degraded_lanes else ""
+    return (
+        f"{indent}{w.worker_id:{width}}  running {w.running:>4}  "
+        f"processed {w.processed:>7}  failed {w.failed}{degraded}"
+    )
+
+
+def counts(figures: Counts) -> list[str]:
+    return [f"all time: {figures.line()}"]
+
+
 def last_hour(stats: list[TaskTypeStats], hours: list[WindowFigures]) -> list[str]:
-    """Per task type: the last hour's outcomes and p50/p95/p99 of queue wait and run time."""
-    width = max([len("last hour"), *(len(s.task_name) for s in stats)])
+    """Per task type: the last hour's outcomes and p50/p95/p99 of queue wait and run time.
+
+    The workflow lane's task types come first, labelled as workflows.
+    """
+    width = max([len("last hour"), *(len(label(s)) for s in stats)])
     rows = []
-    for s, hour in zip(stats, hours, strict=True):
+    ordered = sorted(zip(stats, hours, strict=True), key=lambda pair: not is_workflow(pair[0]))
+    for s, hour in ordered:
         waits = "/".join(ms(hour.wait_ms(q)) for q in QUANTILES)
         runs = "/".join(ms(hour.run_ms(q)) for q in QUANTILES)
-        rows.append((s.task_name, hour, waits, runs))
+        rows.append((label(s), hour, waits, runs))
     wait_w = max([len("queue wait p50/95/99"), *(len(r[2]) for r in rows)])
     run_w = max([len("run time p50/95/99"), *(len(r[3]) for r in rows)])
     lines = [

@@ -1,4 +1,8 @@
-"""Failures: failed and dead-lettered tasks and failed workflows, kept past the live list."""
+"""Failures: failed and dead-lettered tasks and failed workflows, kept past the live list.
+
+A failed workflow is one row, its failing step's code and message inside it
+(its step task is not listed again); the title has the shared counts (engine.counts).
+"""
 
 from __future__ import annotations
 
@@ -43,9 +47,12 @@ class Failures(Vertical):
         if header != self._header:
             self._header = header
             self.query_one("#failures-header", Static).update(header, layout=False)
-        outcomes = self.state.outcomes
+        counted = self.state.counts()
         title = (
-            f"Failures ({outcomes['failed']:,} failed, {outcomes['dead_lettered']:,} dead-lettered)"
+            "Failures"
+            if counted is None
+            else f"Failures (workflows failed {counted.workflows_failed:,}, tasks failed "
+            f"{counted.tasks_failed:,}, dead {counted.tasks_dead_lettered:,})"
         )
         if title != self.border_title:
             self.border_title = title

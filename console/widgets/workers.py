@@ -2,10 +2,14 @@
 
 The task figures are the engine's shared statistics (engine.events.stats), the
 numbers `onemanage status` prints: counted by every worker, so they do not
-depend on what this console happened to replay.
+depend on what this console happened to replay. Workers are grouped by their
+`onemanage worker` command (its host:pid), its processes under it; one
+silent for over the gone-after time leaves the list and is counted "gone".
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -13,7 +17,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from console.format import age, duration, once_a_second, redraw
-from console.state import ConsoleState
+from console.state import ConsoleState, WorkerView
 from engine.events.windows import WindowFigures
 
 # Queue wait p50/p95, run time p50/p95/p99: the columns after ok and fail (final failures).
@@ -38,26 +42,39 @@ class Workers(Static):
         table.add_column("state", no_wrap=True)
         for title in ("running", "processed", "failed", "seen"):
             table.add_column(title, justify="right", no_wrap=True)
-        for worker_id, view in sorted(self.state.workers.items()):
-            beat = view.beat
-            if beat.state == "stopping":
-                state = Text("stopped", style="dim")
-            elif view.lost(now):
-                state = Text("LOST", style="bold red")
-            elif beat.store_error:  # alive, but every write is refused
-                state = Text("CANNOT STORE", style="bold red")
-            elif beat.degraded_lanes:  # alive, but a lane is not pulling
-                state = Text(f"DEGRADED {', '.join(beat.degraded_lanes)}", style="bold yellow")
-            else:
-                state = Text("alive", style="green")
+        for command, views in self.state.worker_groups():
+            states = [self._state(view, now) for view in views]
+            if views[0].beat.command is None:  # a process of its own: no group row
+                beat, view = views[0].beat, views[0]
+                table.add_row(
+                    beat.worker_id, states[0], str(beat.running), f"{beat.processed:,}",
+                    f"{beat.failed:,}", age(view.last_seen, now),
+                )  # fmt: skip
+                continue
             table.add_row(
-                worker_id, state, str(beat.running), f"{beat.processed:,}", f"{beat.failed:,}",
-                age(view.last_seen, now),
+                Text(command, style="bold"), Text(f"{len(views)} proc", style="dim"),
+                f"{sum(v.beat.running for v in views):,}",
+                f"{sum(v.beat.processed for v in views):,}",
+                f"{sum(v.beat.failed for v in views):,}",
+                age(max(v.last_seen for v in views), now),
             )  # fmt: skip
+            for view, state in zip(views, states, strict=True):
+                beat = view.beat
+                table.add_row(
+                    f"  {beat.worker_id}", state, str(beat.running), f"{beat.processed:,}",
+                    f"{beat.failed:,}", age(view.last_seen, now),
+                )  # fmt: skip
         if not self.state.workers:
             table.add_row("(no heartbeat seen)")
         parts: list[RenderableType] = [table]
         lines = len(table.rows)  # the height, so a layout only when it changes
+        gone = f"gone {len(self.state.gone):,} (silent > {self.state.gone_after_s:g} s)"
+        summary = [gone]
+        if (counted := self.state.counts()) is not None:  # the header's figures
+            summary = [counted.tasks_text(), f"{counted.workflows_text()}  │  {gone}"]
+        for text in summary:
+            parts.append(Text(text, style="dim", no_wrap=True, overflow="ellipsis"))
+        lines += len(summary)
         if self.state.stats_error:
             error = f"statistics unavailable: {self.state.stats_error}"
             parts += [Text(""), Text(error, style="yellow", no_wrap=True, overflow="ellipsis")]
@@ -67,6 +84,21 @@ class Workers(Static):
             parts += [Text(""), timings(busy)]
             lines += 2 + len(busy)
         redraw(self, Group(*parts), lines)
+
+    def _state(self, view: WorkerView, now: datetime) -> Text:
+        beat = view.beat
+        verdict = self.state.worker_state(view, now)
+        if verdict == "stopped":
+            return Text("stopped", style="dim")
+        if verdict == "lost":
+            return Text("LOST", style="bold red")
+        if verdict == "unjudged":  # silent, but this console could not have heard it
+            return Text("no news", style="yellow")
+        if beat.store_error:  # alive, but every write is refused
+            return Text("CANNOT STORE", style="bold red")
+        if beat.degraded_lanes:  # alive, but a lane is not pulling
+            return Text(f"DEGRADED {', '.join(beat.degraded_lanes)}", style="bold yellow")
+        return Text("alive", style="green")
 
 
 def timings(busy: list[tuple[str, WindowFigures]]) -> RenderableType:

@@ -28,13 +28,20 @@ from engine.events.schemas import (
     TaskSucceeded,
 )
 from engine.events.windows import Slot, fold
+from engine.routing import lane_of
 from engine.streams import STATS_BUCKET
 
 
 class TaskTypeStats(BaseModel):
-    """Counts and durations of one task type, across all workers."""
+    """Counts and durations of one task type, across all workers.
+
+    ``lane`` is the lane its tasks run in (engine.routing), as the worker that
+    folded its events knew it: engine.counts tells workflows from tasks by it.
+    None until a worker that registers the task type folds one of its events.
+    """
 
     task_name: str
+    lane: str | None = None
     queued: int = 0
     started: int = 0
     succeeded: int = 0
@@ -116,6 +123,12 @@ async def _stored(broker: OneManageBroker, key: str) -> tuple[TaskTypeStats | No
     return TaskTypeStats.model_validate_json(msg.data), msg.seq or 0
 
 
+def task_lane(broker: OneManageBroker, task_name: str) -> str | None:
+    """The lane of a task type this process registers (None: unknown here)."""
+    task = broker.find_task(task_name)
+    return None if task is None else lane_of(task.labels)
+
+
 async def fold_task_event(broker: OneManageBroker, event: TaskEvent, attempts: int = 20) -> None:
     """Fold one lifecycle event into its task type's statistics (compare-and-set)."""
     await fold_task_events(broker, [event], attempts)
@@ -137,6 +150,7 @@ async def fold_task_events(
     kv = await broker.key_value(STATS_BUCKET)
     name = events[0].task_name
     key = stats_key(name)
+    lane = task_lane(broker, name)
     for _ in range(attempts):
         if known is not None:
             stats, revision = known[0].model_copy(deep=True), known[1]
@@ -146,6 +160,7 @@ async def fold_task_events(
             stats = stored or TaskTypeStats(task_name=name)
         for event in events:
             stats.apply(event)
+        stats.lane = lane or stats.lane
         try:
             revision = await kv.update(key, stats.model_dump_json().encode(), last=revision)
         except KeyWrongLastSequenceError:

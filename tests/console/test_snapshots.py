@@ -41,6 +41,7 @@ from engine.events.schemas import (
 )
 from engine.events.stats import TaskTypeStats
 from engine.monitor import ConsumerFigures, StreamFigures
+from engine.routing import DEFAULT_LANE, WORKFLOW_LANE
 from engine.services import psd
 from engine.services.samples import make_demo_psd
 
@@ -158,6 +159,10 @@ def workflow(ev: Events, wid: str, filename: str, t: float, **outcome: Any) -> l
                 ev(PsdWorkflowFailed, done + 0.002, **common, step=step, error_code="corrupt",
                    error_message="layer 7 channel data ends early",
                    duration_ms=round((done + 0.002 - t) * 1000, 1)),
+                ev(TaskFailed, done + 0.003, task_id=wid, task_name="psd.process",
+                   worker_id=ORCHESTRATOR, source=ORCHESTRATOR, correlation_id=wid,
+                   duration_ms=round((done + 0.003 - t) * 1000, 1), error_type="WorkflowStepError",
+                   error_message="parse: corrupt"),
             ]  # fmt: skip
             return events
         events += [
@@ -266,7 +271,8 @@ def task_stats(events: list[BaseEvent]) -> list[TaskTypeStats]:
     for event in sorted(events, key=lambda e: e.timestamp):
         if isinstance(event, TaskEvent):
             name = event.task_name
-            stats.setdefault(name, TaskTypeStats(task_name=name)).apply(event)
+            lane = WORKFLOW_LANE if name == "psd.process" else DEFAULT_LANE  # as workers fold
+            stats.setdefault(name, TaskTypeStats(task_name=name, lane=lane)).apply(event)
     return [stats[name] for name in sorted(stats)]
 
 

@@ -273,6 +273,7 @@ def test_unreadable_events_are_counted_by_reason() -> None:
 def test_workers_are_lost_after_missed_heartbeats() -> None:
     clock = Clock()
     state = ConsoleState(clock=clock)
+    state.connection.connected, state.connection.since = True, at(-60)  # it would have heard
     state.fold(WorkerHeartbeat(worker_id="h:1", host="h", pid=1, started_at=T0, interval_s=5,
                                timestamp=T0))  # fmt: skip
     clock.now = at(10)
