@@ -112,6 +112,14 @@ async def test_counts_agree_in_header_panel_and_status_after_a_mixed_run(
         assert (after.tasks_failed - before.tasks_failed) == 1, (before, after)
         assert after.tasks_dead_lettered == before.tasks_dead_lettered
 
+        # `onemanage check` states the same counts (a quiet finding: in --json).
+        checked = await asyncio.to_thread(
+            onemanage, "check", "--json", env={"ONEMANAGE_ALERTS_FILE": str(CALM)}
+        )
+        report = json.loads(checked.stdout)
+        texts = [f["text"] for f in report["findings"] if f["text"].startswith("counts: ")]
+        assert texts == [f"counts: {after.line()}"], checked.stdout
+
         # The console reads the same statistics: header and panel show status's figures.
         await until(pilot, lambda: app.state.counts() == after, timeout=60)
         await until(pilot, lambda: after.line() in app.status_line())
