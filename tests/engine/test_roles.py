@@ -26,7 +26,7 @@ import pytest
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from engine import credentials, embedded, monitor, storage
-from engine.actions import cancel_workflow
+from engine.actions import ActionRefused, cancel_workflow
 from engine.app import create_broker
 from engine.blobs import BlobStore
 from engine.broker import OneManageBroker
@@ -456,7 +456,22 @@ async def test_only_the_operator_may_ask_for_a_cancel_or_a_replay(secured: Secur
         await _refused(
             secured, "viewer", f"kick {subject}", viewer.publish(subject, b"{}", uuid.uuid4().hex)
         )
-    await _refused(secured, "viewer", "cancel a workflow", cancel_workflow(viewer, workflow_id))
+    with pytest.raises(ActionRefused) as before:  # asked before anything is sent
+        await cancel_workflow(viewer, workflow_id)
+    assert (before.value.code, before.value.message) == ("not_allowed", refusal("viewer", "cancel"))
+    # A client that believes it is an operator, with a viewer's credentials: the server
+    # refuses, and the action says so the same way.
+    mistaken = create_broker(secured.settings("viewer"))
+    await mistaken.startup()
+    try:
+        mistaken.role = "operator"
+        with pytest.raises(ActionRefused) as denied:
+            await cancel_workflow(mistaken, workflow_id)
+        assert denied.value.code == "not_allowed"
+        assert denied.value.message.startswith("permission denied: ")
+    finally:
+        await mistaken.shutdown()
+    secured.outcomes.append(("viewer", "cancel a workflow", str(denied.value)))
     operator = await secured.broker("operator")
     queued = await cancel_workflow(operator, workflow_id)
     assert queued.target == workflow_id
