@@ -8,6 +8,7 @@ where the server's deduplication has had its say.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -98,6 +99,11 @@ async def test_a_dead_letter_replayed_runs_as_a_new_task_linked_to_the_original(
     assert original.task_id in ids_of(replayed)
     result = await client.result_backend.get_result(outcome.new_id)
     assert result.return_value == "ran"
+    traced = await asyncio.to_thread(onemanage, "trace", original.task_id, "--json")
+    assert traced.returncode == 0, traced.stderr
+    story = json.loads(traced.stdout)["events"]
+    assert any(e["event_type"] == "task.replayed" for e in story)
+    assert any(e.get("task_id") == outcome.new_id for e in story)  # the new run, in its trace
 
 
 async def test_an_events_dead_letter_is_not_replayable(
