@@ -27,6 +27,7 @@ from engine.broker import OneManageBroker
 from engine.events.publisher import publish_event
 from engine.events.schemas import (
     BaseEvent,
+    PsdStepCompleted,
     PsdWorkflowCompleted,
     PsdWorkflowFailed,
     PsdWorkflowSubmitted,
@@ -320,3 +321,23 @@ async def test_the_cli_acts_as_the_operator_and_says_how_by_its_exit_code(
     await events.wait_for(_outcome(bad), timeout=120)
     failing = await asyncio.to_thread(onemanage, "resubmit", bad, "--wait")
     assert failing.returncode == 1, failing.stdout + failing.stderr
+
+
+def test_a_workflow_announced_twice_folds_once_in_the_console() -> None:
+    """The orchestrator's announcement stored past EVENTS' duplicate window changes nothing."""
+    from console.state import ConsoleState
+
+    state = ConsoleState()
+    state.fold(announcement("wf-twice", "sha256-k", "a.psd", 5))
+    state.fold(
+        PsdStepCompleted(
+            workflow_id="wf-twice", filename="a.psd", step="validate", duration_ms=1,
+            correlation_id="wf-twice",
+        )
+    )  # fmt: skip
+    state.fold(announcement("wf-twice", "sha256-k", "a.psd", 5))
+    row = state.rows["wf-twice"]
+    assert (row.state, row.steps) == ("running", [("validate", 1.0)])
+    assert [e.event_type for e in state.trace("wf-twice")] == [
+        "psd.workflow.submitted", "psd.step.completed",
+    ]  # fmt: skip
