@@ -30,7 +30,6 @@ from rich.markup import escape
 from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 
@@ -42,6 +41,7 @@ from console.widgets.consumers import ConsumerLag
 from console.widgets.detail import DetailScreen
 from console.widgets.failures import Failures
 from console.widgets.help import HelpScreen
+from console.widgets.panels import Panels
 from console.widgets.rows import RowList
 from console.widgets.streams import StreamHealth
 from console.widgets.submit import SubmitScreen
@@ -114,14 +114,7 @@ class ConsoleApp(App[None]):
     def compose(self) -> ComposeResult:
         yield Static(id="status")
         yield Static(id="alerts")
-        with Horizontal(id="main"):
-            with Vertical(id="left"):
-                yield TaskFlow(self.state)
-                yield Failures(self.state)
-            with VerticalScroll(id="right"):
-                yield StreamHealth(self.state)
-                yield ConsumerLag(self.state)
-                yield Workers(self.state)
+        yield Panels(self.state)
         yield Input(
             placeholder="filter: words, state:failed, task:NAME, worker:ID, -word", id="filter"
         )
@@ -145,7 +138,7 @@ class ConsoleApp(App[None]):
         from console.widgets import detail, submit
 
         found: list[Binding] = [b for b in self.BINDINGS if isinstance(b, Binding)]
-        for owner in (RowList, HelpScreen, submit.SubmitScreen, detail.DetailScreen):
+        for owner in (RowList, Panels, HelpScreen, submit.SubmitScreen, detail.DetailScreen):
             found += [b for b in owner.BINDINGS if isinstance(b, Binding)]
         return found
 
@@ -291,7 +284,8 @@ class ConsoleApp(App[None]):
     # -- actions ------------------------------------------------------------------
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen(self.all_bindings(), dict(self._keymap)))
+        states = self.main.query_one(Panels).states()
+        self.push_screen(HelpScreen(self.all_bindings(), dict(self._keymap), states))
 
     def action_filter(self) -> None:
         while len(self.screen_stack) > 1:  # the filter belongs to the task flow

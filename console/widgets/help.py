@@ -24,10 +24,16 @@ class HelpScreen(ModalScreen[None]):
     """
     BINDINGS = [Binding("escape,question_mark,q", "dismiss", "Close", id="help_close")]
 
-    def __init__(self, bindings: Iterable[Binding], keymap: dict[str, str]) -> None:
+    def __init__(
+        self,
+        bindings: Iterable[Binding],
+        keymap: dict[str, str],
+        states: dict[str, str] | None = None,
+    ) -> None:
         super().__init__()
         self.bindings = [b for b in bindings if b.id]
         self.keymap = keymap
+        self.states = states or {}  # by binding id: a panel's "shown", "hidden" or "zoomed"
 
     def compose(self) -> ComposeResult:
         table = Table(box=None, expand=True, header_style="bold")
@@ -41,7 +47,10 @@ class HelpScreen(ModalScreen[None]):
             seen.add(binding.id)
             keys = self.keymap.get(binding.id, binding.key)
             shown = " / ".join(format_key(key.strip()) for key in keys.split(","))
-            table.add_row(shown, binding.description or binding.action, binding.id)
+            what = binding.description or binding.action
+            if binding.id in self.states:
+                what += f" panel [dim]({self.states[binding.id]})[/]"
+            table.add_row(shown, what, binding.id)
         table.add_row("tab / shift+tab", "Next / previous panel", "")
         with VerticalScroll():
             yield Static("[b]OneManage console: keys[/b]\n")
