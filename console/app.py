@@ -58,6 +58,7 @@ from engine.redaction import redact, redact_logging
 logger = logging.getLogger(__name__)
 
 REFRESH_HZ = 10
+SERVER_CHECK_SECONDS = 1.0  # how often the console looks whether its embedded server died
 ALERT_LINES = 3  # the banner's height at most (console.tcss)
 
 
@@ -106,7 +107,8 @@ class ConsoleApp(App[None]):
         self.pump: Pump | None = None
         self.owns_connection = False  # false when the process's broker was already started
         self.worker_process: subprocess.Popen[bytes] | None = None
-        self.backend = "not connected" if connect else "offline view"
+        self.backend = "connecting…" if connect else "offline view"
+        self.state.connection.connecting = connect  # no "unreachable" before an answer
         self.config_problems: list[str] = []
 
     # -- layout -------------------------------------------------------------------
@@ -226,19 +228,52 @@ class ConsoleApp(App[None]):
                 )
                 self._start_worker(server.url)
             else:
-                self.backend = ", ".join(settings.nats_url)
+                self.backend = redact(", ".join(settings.nats_url))
                 if self.options.with_worker:
                     self._start_worker(None)
             if not self.broker.is_connected:
+                where = self.backend
+                self.backend += "  [yellow]connecting…[/]"
                 await self.broker.startup()
+                self.backend = where
                 self.owns_connection = True
         except Exception as exc:
             self.backend = redact(f"[b red]cannot connect: {type(exc).__name__}: {exc}[/]")
+            self.state.connection.connecting = False
             logger.exception("console cannot start")
             return
         self.state.connection.url = redact(self.broker.servers()[0]).removeprefix("nats://")
         self.pump = Pump(self.state, self.broker, self.options.since)
         self.pump.start()
+        if settings.embedded:
+            self.watch_embedded_server()
+
+    @work(exclusive=True, group="embedded-server")
+    async def watch_embedded_server(self) -> None:
+        """Start the embedded server again when it dies under the console (on its last port:
+        the connection and the worker find it by themselves). Quit stops the one running
+        then, restarted or not, if the console started it (Connection.close releases it)."""
+        while True:
+            await asyncio.sleep(SERVER_CHECK_SECONDS)
+            server = self.broker.embedded_server
+            if server is None:  # the connection was closed: quitting
+                return
+            if not await asyncio.to_thread(server.exited):
+                continue
+            logger.warning("embedded nats-server pid %d exited; starting it again", server.pid)
+            try:
+                restarted = await asyncio.to_thread(embedded.ensure, self.broker.settings.data_dir)
+            except embedded.EmbeddedServerError as exc:
+                logger.warning("embedded nats-server did not start again: %s", exc)
+                continue
+            if self.broker.embedded_server is not server:  # closed meanwhile
+                if restarted.owned:
+                    await asyncio.to_thread(restarted.stop)
+                return
+            self.broker.embedded_server = restarted
+            how = "restarted" if restarted.owned else "found running"
+            worker = f" + worker pid {self.worker_process.pid}" if self.worker_process else ""
+            self.backend = f"embedded server {restarted.url} ({how}, pid {restarted.pid}){worker}"
 
     def _start_worker(self, url: str | None) -> None:
         env = dict(os.environ)
@@ -258,6 +293,7 @@ class ConsoleApp(App[None]):
 
     async def stop_backend(self) -> None:
         """Worker first (it drains), then our connection; the server last, if unused."""
+        self.workers.cancel_group(self, "embedded-server")  # no restart of what quit stops
         if self.pump is not None:
             pump, self.pump = self.pump, None
             await pump.stop()

@@ -175,6 +175,7 @@ class Connection:
     since: datetime | None = None
     disconnects: int = 0
     error: str | None = None
+    connecting: bool = False  # the first attempt has no answer yet: not "unreachable"
 
 
 class RowFilter:
@@ -592,7 +593,7 @@ class ConsoleState:
         """What needs a person's eyes now, worst first."""
         now = self.clock()
         alerts: list[Alert] = []
-        if not self.connection.connected:
+        if not self.connection.connected and not self.connection.connecting:
             alerts.append(
                 Alert("error", f"server {self.connection.url or '?'} unreachable; reconnecting")
             )
