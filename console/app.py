@@ -331,18 +331,26 @@ class ConsoleApp(App[None]):
         field_.add_class("active")
         field_.focus()
 
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        if event.input.id == "filter":
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "filter":  # live, as it is typed
             self.main.query_one(TaskFlow).set_filter(event.value)
-            event.input.remove_class("active")
-            self.refresh_views()
-            self.main.query_one("#task-rows").focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "filter":  # Enter keeps the filter and closes the field
+            self.main.query_one(TaskFlow).set_filter(event.value)
+            self._close_filter()
+
+    def _close_filter(self) -> None:
+        self.main.query_one("#filter", Input).remove_class("active")
+        self.refresh_views()
+        self.main.query_one("#task-rows").focus()
 
     async def action_back(self) -> None:
         field_ = self.main.query_one("#filter", Input)
-        if field_.has_class("active"):
-            field_.remove_class("active")
-            self.main.query_one("#task-rows").focus()
+        if field_.has_class("active"):  # Esc clears the filter and closes the field
+            field_.value = ""
+            self.main.query_one(TaskFlow).set_filter("")
+            self._close_filter()
         elif len(self.screen_stack) > 1:
             self.pop_screen()
 

@@ -133,7 +133,10 @@ class Panels(Widget):
 
     def _keep_focus(self) -> None:
         """The focus never stays on a hidden panel: it moves to the first one shown."""
-        current = self._panel_of(self.screen.focused)
+        focused = self.screen.focused
+        if focused is not None and self not in focused.ancestors:
+            return  # the filter field, say: not ours to move
+        current = self._panel_of(focused)
         if current is not None and current.display and getattr(current.parent, "display", False):
             return
         for spec in PANELS:

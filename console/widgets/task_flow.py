@@ -53,6 +53,8 @@ class TaskFlow(Vertical):
     DEFAULT_CSS = """
     TaskFlow { border: round $primary; height: 1fr; }
     TaskFlow > #task-flow-header { color: $text-muted; text-style: bold; height: 1; }
+    TaskFlow > #task-flow-warning { color: $warning; height: auto; display: none; }
+    TaskFlow > #task-flow-warning.active { display: block; }
     """
 
     def __init__(self, state: ConsoleState) -> None:
@@ -64,6 +66,7 @@ class TaskFlow(Vertical):
         self._header = ""
 
     def compose(self) -> ComposeResult:
+        yield Static(id="task-flow-warning")
         yield Static(id="task-flow-header")
         yield TaskRows(id="task-rows")
 
@@ -72,7 +75,13 @@ class TaskFlow(Vertical):
         return self.query_one(TaskRows)
 
     def set_filter(self, text: str) -> None:
+        """Applied as it is typed; what cannot match as meant is said above the list."""
+        if text.strip() == self.row_filter.text:
+            return
         self.row_filter = RowFilter(text)
+        warning = self.query_one("#task-flow-warning", Static)
+        warning.update("\n".join(f"⚠ filter: {p}" for p in self.row_filter.problems))
+        warning.set_class(bool(self.row_filter.problems), "active")
         self._shown_version = -1
         self.update_view()
 
