@@ -87,6 +87,7 @@ class ConsoleApp(App[None]):
         Binding("question_mark", "help", "Help", id="help"),
         Binding("slash", "filter", "Filter", id="filter"),
         Binding("space", "pause", "Pause", id="pause"),
+        Binding("space", "resume", "Resume", id="pause"),  # the footer says what space does
         Binding("s", "submit", "Submit", id="submit"),
         Binding("d", "demo", "Demo PSD", id="demo"),
         Binding("escape", "back", "Back", id="back", show=False),
@@ -356,7 +357,18 @@ class ConsoleApp(App[None]):
 
     def action_pause(self) -> None:
         self.main.query_one(TaskFlow).toggle_pause()  # the title and status line say PAUSED
+        self.refresh_bindings()  # the footer: Resume while paused, Pause while not
         self.refresh_views()  # show it now, not at the next tick
+
+    def action_resume(self) -> None:
+        self.action_pause()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("pause", "resume") and self.screen_stack:
+            flows = self.main.query(TaskFlow)
+            paused = bool(flows) and flows.first().paused
+            return paused == (action == "resume")
+        return True
 
     def on_row_list_chosen(self, event: RowList.Chosen) -> None:
         self.open_details(event.key)
