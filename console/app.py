@@ -152,6 +152,8 @@ class ConsoleApp(App[None]):
 
     def refresh_views(self) -> None:
         """The 10 Hz timer: the model is read here, never pushed per event."""
+        if not self.screen_stack:
+            return  # the app is closing: its screens are gone
         main = self.main  # also while a detail or help screen is on top
         if not main.query("#status"):
             return  # the app is closing: its widgets are gone

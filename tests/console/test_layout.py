@@ -81,8 +81,13 @@ async def test_the_system_panels_step_aside_when_narrow_and_come_back_by_key() -
         await pilot.pause()
         assert shown(app) == {"task-flow": True, "failures": True, "stream-health": True,
                               "consumer-lag": True, "workers": True, "narrow": False}  # fmt: skip
-        await pilot.resize_terminal(100, 30)
+        await pilot.resize_terminal(100, 50)  # narrow but tall: the figures go under the lists
         await until(pilot, lambda: shown(app)["narrow"])
+        assert all(shown(app).values())
+        right, left = app.query_one("#right"), app.query_one("#left")
+        assert right.region.y >= left.region.bottom and right.region.width == left.region.width
+        await pilot.resize_terminal(100, 30)  # and short: out of the way
+        await until(pilot, lambda: not shown(app)["workers"])
         assert not any(shown(app)[i] for i in ("stream-health", "consumer-lag", "workers"))
         flow = app.query_one("#task-flow")
         assert "5 Workers" in str(flow.border_subtitle)
