@@ -30,7 +30,6 @@ from rich.markup import escape
 from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 
@@ -42,6 +41,7 @@ from console.widgets.consumers import ConsumerLag
 from console.widgets.detail import DetailScreen
 from console.widgets.failures import Failures
 from console.widgets.help import HelpScreen
+from console.widgets.panels import Panels
 from console.widgets.rows import RowList
 from console.widgets.streams import StreamHealth
 from console.widgets.submit import SubmitScreen
@@ -59,6 +59,7 @@ from engine.redaction import redact, redact_logging
 logger = logging.getLogger(__name__)
 
 REFRESH_HZ = 10
+SERVER_CHECK_SECONDS = 1.0  # how often the console looks whether its embedded server died
 ALERT_LINES = 3  # the banner's height at most (console.tcss)
 
 
@@ -87,6 +88,7 @@ class ConsoleApp(App[None]):
         Binding("question_mark", "help", "Help", id="help"),
         Binding("slash", "filter", "Filter", id="filter"),
         Binding("space", "pause", "Pause", id="pause"),
+        Binding("space", "resume", "Resume", id="pause"),  # the footer says what space does
         Binding("s", "submit", "Submit", id="submit"),
         Binding("d", "demo", "Demo PSD", id="demo"),
         Binding("escape", "back", "Back", id="back", show=False),
@@ -107,7 +109,8 @@ class ConsoleApp(App[None]):
         self.pump: Pump | None = None
         self.owns_connection = False  # false when the process's broker was already started
         self.worker_process: subprocess.Popen[bytes] | None = None
-        self.backend = "not connected" if connect else "offline view"
+        self.backend = "connecting…" if connect else "offline view"
+        self.state.connection.connecting = connect  # no "unreachable" before an answer
         self.config_problems: list[str] = []
 
     # -- layout -------------------------------------------------------------------
@@ -115,14 +118,7 @@ class ConsoleApp(App[None]):
     def compose(self) -> ComposeResult:
         yield Static(id="status")
         yield Static(id="alerts")
-        with Horizontal(id="main"):
-            with Vertical(id="left"):
-                yield TaskFlow(self.state)
-                yield Failures(self.state)
-            with VerticalScroll(id="right"):
-                yield StreamHealth(self.state)
-                yield ConsumerLag(self.state)
-                yield Workers(self.state)
+        yield Panels(self.state)
         yield Input(
             placeholder="filter: words, state:failed, task:NAME, worker:ID, -word", id="filter"
         )
@@ -146,7 +142,7 @@ class ConsoleApp(App[None]):
         from console.widgets import detail, submit
 
         found: list[Binding] = [b for b in self.BINDINGS if isinstance(b, Binding)]
-        for owner in (RowList, HelpScreen, submit.SubmitScreen, detail.DetailScreen):
+        for owner in (RowList, Panels, HelpScreen, submit.SubmitScreen, detail.DetailScreen):
             found += [b for b in owner.BINDINGS if isinstance(b, Binding)]
         return found
 
@@ -157,6 +153,8 @@ class ConsoleApp(App[None]):
 
     def refresh_views(self) -> None:
         """The 10 Hz timer: the model is read here, never pushed per event."""
+        if not self.screen_stack:
+            return  # the app is closing: its screens are gone
         main = self.main  # also while a detail or help screen is on top
         if not main.query("#status"):
             return  # the app is closing: its widgets are gone
@@ -233,14 +231,18 @@ class ConsoleApp(App[None]):
                 )
                 self._start_worker(server.url)
             else:
-                self.backend = ", ".join(settings.nats_url)
+                self.backend = redact(", ".join(settings.nats_url))
                 if self.options.with_worker:
                     self._start_worker(None)
             if not self.broker.is_connected:
+                where = self.backend
+                self.backend += "  [yellow]connecting…[/]"
                 await self.broker.startup()
+                self.backend = where
                 self.owns_connection = True
         except Exception as exc:
             self.backend = redact(f"[b red]cannot connect: {type(exc).__name__}: {exc}[/]")
+            self.state.connection.connecting = False
             logger.exception("console cannot start")
             return
         self.state.connection.url = redact(self.broker.servers()[0]).removeprefix("nats://")
@@ -248,6 +250,35 @@ class ConsoleApp(App[None]):
             self.state.gone_after_s = alerts.load_thresholds(settings).worker_gone_after_s
         self.pump = Pump(self.state, self.broker, self.options.since)
         self.pump.start()
+        if settings.embedded:
+            self.watch_embedded_server()
+
+    @work(exclusive=True, group="embedded-server")
+    async def watch_embedded_server(self) -> None:
+        """Start the embedded server again when it dies under the console (on its last port:
+        the connection and the worker find it by themselves). Quit stops the one running
+        then, restarted or not, if the console started it (Connection.close releases it)."""
+        while True:
+            await asyncio.sleep(SERVER_CHECK_SECONDS)
+            server = self.broker.embedded_server
+            if server is None:  # the connection was closed: quitting
+                return
+            if not await asyncio.to_thread(server.exited):
+                continue
+            logger.warning("embedded nats-server pid %d exited; starting it again", server.pid)
+            try:
+                restarted = await asyncio.to_thread(embedded.ensure, self.broker.settings.data_dir)
+            except embedded.EmbeddedServerError as exc:
+                logger.warning("embedded nats-server did not start again: %s", exc)
+                continue
+            if self.broker.embedded_server is not server:  # closed meanwhile
+                if restarted.owned:
+                    await asyncio.to_thread(restarted.stop)
+                return
+            self.broker.embedded_server = restarted
+            how = "restarted" if restarted.owned else "found running"
+            worker = f" + worker pid {self.worker_process.pid}" if self.worker_process else ""
+            self.backend = f"embedded server {restarted.url} ({how}, pid {restarted.pid}){worker}"
 
     def _start_worker(self, url: str | None) -> None:
         env = dict(os.environ)
@@ -268,6 +299,7 @@ class ConsoleApp(App[None]):
 
     async def stop_backend(self) -> None:
         """Worker first (it drains), then our connection; the server last, if unused."""
+        self.workers.cancel_group(self, "embedded-server")  # no restart of what quit stops
         if self.pump is not None:
             pump, self.pump = self.pump, None
             await pump.stop()
@@ -294,7 +326,8 @@ class ConsoleApp(App[None]):
     # -- actions ------------------------------------------------------------------
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen(self.all_bindings(), dict(self._keymap)))
+        states = self.main.query_one(Panels).states()
+        self.push_screen(HelpScreen(self.all_bindings(), dict(self._keymap), states))
 
     def action_filter(self) -> None:
         while len(self.screen_stack) > 1:  # the filter belongs to the task flow
@@ -304,24 +337,43 @@ class ConsoleApp(App[None]):
         field_.add_class("active")
         field_.focus()
 
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        if event.input.id == "filter":
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "filter":  # live, as it is typed
             self.main.query_one(TaskFlow).set_filter(event.value)
-            event.input.remove_class("active")
-            self.refresh_views()
-            self.main.query_one("#task-rows").focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "filter":  # Enter keeps the filter and closes the field
+            self.main.query_one(TaskFlow).set_filter(event.value)
+            self._close_filter()
+
+    def _close_filter(self) -> None:
+        self.main.query_one("#filter", Input).remove_class("active")
+        self.refresh_views()
+        self.main.query_one("#task-rows").focus()
 
     async def action_back(self) -> None:
         field_ = self.main.query_one("#filter", Input)
-        if field_.has_class("active"):
-            field_.remove_class("active")
-            self.main.query_one("#task-rows").focus()
+        if field_.has_class("active"):  # Esc clears the filter and closes the field
+            field_.value = ""
+            self.main.query_one(TaskFlow).set_filter("")
+            self._close_filter()
         elif len(self.screen_stack) > 1:
             self.pop_screen()
 
     def action_pause(self) -> None:
         self.main.query_one(TaskFlow).toggle_pause()  # the title and status line say PAUSED
+        self.refresh_bindings()  # the footer: Resume while paused, Pause while not
         self.refresh_views()  # show it now, not at the next tick
+
+    def action_resume(self) -> None:
+        self.action_pause()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("pause", "resume") and self.screen_stack:
+            flows = self.main.query(TaskFlow)
+            paused = bool(flows) and flows.first().paused
+            return paused == (action == "resume")
+        return True
 
     def on_row_list_chosen(self, event: RowList.Chosen) -> None:
         self.open_details(event.key)

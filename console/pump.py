@@ -75,6 +75,7 @@ class Pump:
                 if not connection.connected:
                     connection.connected, connection.since = True, datetime.now(UTC)
                 connection.error = None
+                connection.connecting = False
                 self.state.consumers_polled(await monitor.consumer_figures(self.broker))
                 for name in (TASKS, EVENTS):
                     figures = await monitor.stream_figures(self.broker, name)
@@ -86,7 +87,7 @@ class Pump:
                 if connection.connected:
                     connection.disconnects += 1
                     connection.since = datetime.now(UTC)
-                connection.connected = False
+                connection.connected = connection.connecting = False
                 connection.error = f"{type(exc).__name__}: {exc}"
             self.state.version += 1
             await asyncio.sleep(interval)

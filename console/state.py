@@ -184,24 +184,40 @@ class Connection:
     since: datetime | None = None
     disconnects: int = 0
     error: str | None = None
+    connecting: bool = False  # the first attempt has no answer yet: not "unreachable"
 
 
 class RowFilter:
-    """`/` filter: words AND-ed; ``state:``, ``task:``, ``worker:`` fields; ``-`` negates."""
+    """`/` filter: words AND-ed; ``state:``, ``task:``, ``worker:`` fields; ``-`` negates.
+
+    ``problems`` says what cannot match as meant (an unknown state, an unknown key), so a
+    typo shows a warning instead of an empty list that looks like no such rows.
+    """
 
     FIELDS = ("state", "task", "worker")
+    STATES = tuple(_RANK)
 
     def __init__(self, text: str = "") -> None:
         self.text = text.strip()
         self.terms: list[tuple[bool, str | None, str]] = []
+        self.problems: list[str] = []
         for word in self.text.split():
             negate = word.startswith("-") and len(word) > 1
             word = word[1:] if negate else word
             name, _, value = word.partition(":")
             if value and name in self.FIELDS:
                 self.terms.append((negate, name, value.lower()))
+                if name == "state" and not any(s.startswith(value.lower()) for s in self.STATES):
+                    self.problems.append(
+                        f"unknown state {value!r}: known are {', '.join(self.STATES)}"
+                    )
             else:
                 self.terms.append((negate, None, word.lower()))
+                if value and name.isalpha():
+                    self.problems.append(
+                        f"unknown key {name + ':'!r} (searched as a word): known are "
+                        + ", ".join(f"{f}:" for f in self.FIELDS)
+                    )
 
     def __bool__(self) -> bool:
         return bool(self.terms)
@@ -681,7 +697,7 @@ class ConsoleState:
         """What needs a person's eyes now, worst first."""
         now = self.clock()
         alerts: list[Alert] = []
-        if not self.connection.connected:
+        if not self.connection.connected and not self.connection.connecting:
             alerts.append(
                 Alert("error", f"server {self.connection.url or '?'} unreachable; reconnecting")
             )

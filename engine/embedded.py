@@ -102,6 +102,13 @@ class EmbeddedServer:
     def port(self) -> int:
         return int(self.url.rsplit(":", 1)[1])
 
+    def exited(self) -> bool:
+        """True once its process is gone: slow to answer is not dead, and not a reason to
+        start a second server."""
+        if self.process is not None:
+            return self.process.poll() is not None
+        return not _pid_alive(self.pid)
+
     def healthy(self) -> bool:
         try:
             return _get_json(f"{self.monitor_url}/healthz").get("status") == "ok"

@@ -17,11 +17,11 @@ from console.widgets.rows import Column, RowList, state_column
 class FailureRows(RowList):
     COLUMNS = (
         Column("time", 9, lambda r: r.updated.astimezone().strftime("%H:%M:%S")),
-        Column("task / workflow", 24, lambda r: r.name),
-        state_column(14),
-        Column("step", 9, lambda r: r.step or ""),
-        Column("error", 16, lambda r: r.error_type or "", lambda r: "red"),
-        Column("message", 0, lambda r: r.error_message or ""),
+        Column("task / workflow", 16, lambda r: r.name, grow=1, first_most=28),
+        state_column(),
+        Column("step", 9, lambda r: r.step or "", drop_under=90),
+        Column("error", 10, lambda r: r.error_type or "", lambda r: "red", grow=3),
+        Column("message", 16, lambda r: r.error_message or "", grow=4),
     )
 
 
@@ -43,7 +43,7 @@ class Failures(Vertical):
 
     def update_view(self) -> None:
         rows = self.query_one(FailureRows)
-        header = rows.header(rows.size.width or 100)
+        header = rows.header(rows.scrollable_content_region.width or 100)
         if header != self._header:
             self._header = header
             self.query_one("#failures-header", Static).update(header, layout=False)

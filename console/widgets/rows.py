@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from rich.cells import set_cell_size
+from rich.cells import cell_len, set_cell_size
 from rich.segment import Segment
 from rich.style import Style
 from textual.binding import Binding
@@ -21,37 +21,84 @@ from textual.strip import Strip
 from console.format import state_style
 from console.state import Row
 
+WIDTH_SAMPLE = 200  # rows whose content sizes the growing columns
+
 
 @dataclass(frozen=True)
 class Column:
+    """A column's share of the list's width.
+
+    ``width`` is its least (the gap to the next column included); a column with
+    ``grow`` also takes room left, up to what its widest cell needs, in ``grow``
+    order (1 first); ``drop_under`` leaves it out of a list narrower than that, so
+    a narrow terminal keeps the columns that matter instead of cutting all of them.
+    """
+
     title: str
-    width: int  # 0: takes the room the others leave
+    width: int
     cell: Callable[[Row], str]
     style: Callable[[Row], str] = lambda row: ""
+    grow: int = 0
+    drop_under: int = 0
+    first_most: int = 0  # with grow: at most this many cells until the others have theirs
 
 
-def state_column(width: int) -> Column:
+def state_column(width: int = 11, grow: int = 2) -> Column:
     """The coloured state of a row, shared by the task flow and the failures."""
     return Column(
         "state",
         width,
         lambda row: row.state.replace("_", " "),
         lambda row: state_style(row.state),
+        grow=grow,
     )
 
 
-def _cell(text: str, width: int) -> str:
-    """``text`` cut or padded to ``width`` cells, the last one a gap to the next column."""
-    if width <= 1:
+def ellipsised(text: str, width: int) -> str:
+    """``text`` in ``width`` cells: padded, or cut with an ellipsis that says it was cut."""
+    if cell_len(text) <= width:
         return set_cell_size(text, width)
-    return set_cell_size(text, width - 1) + " "
+    return set_cell_size(text, width - 1) + "…" if width > 0 else ""
+
+
+def _cell(text: str, width: int) -> str:
+    """``text`` in ``width`` cells, the last one a gap to the next column."""
+    if width <= 1:
+        return ellipsised(text, width)
+    return ellipsised(text, width - 1) + " "
+
+
+def column_widths(
+    columns: tuple[Column, ...], width: int, wanted: dict[int, int]
+) -> list[tuple[Column, int]]:
+    """The shown columns and their cells in a list ``width`` cells wide.
+
+    ``wanted`` holds, by column index, the cells its widest content needs. The
+    growing columns are served in their ``grow`` order, each up to what it wants
+    (a first round up to ``first_most``: one long name must not starve a worker
+    id); the last one served gets what is left.
+    """
+    shown = [(i, c) for i, c in enumerate(columns) if width >= c.drop_under]
+    cells = {i: c.width for i, c in shown}
+    room = width - sum(cells.values())
+    growing = sorted((i for i, c in shown if c.grow), key=lambda i: columns[i].grow)
+    for capped in (True, False):
+        for i in growing:
+            most = columns[i].first_most if capped and columns[i].first_most else width
+            take = max(0, min(wanted.get(i, 0), most) - cells[i])
+            take = min(take, room)
+            cells[i] += take
+            room -= take
+    if room > 0 and growing:
+        cells[growing[-1]] += room
+    return [(c, cells[i]) for i, c in shown]
 
 
 class RowList(ScrollView, can_focus=True):
     """Rows of a ConsoleState; Enter posts Chosen with the row's key."""
 
     DEFAULT_CSS = """
-    RowList { height: 1fr; }
+    RowList { height: 1fr; overflow-x: hidden; }
     RowList > .rowlist--cursor { background: $accent 40%; }
     """
     COMPONENT_CLASSES = {"rowlist--cursor"}
@@ -79,11 +126,17 @@ class RowList(ScrollView, can_focus=True):
     def on_blur(self) -> None:
         self.refresh()
 
+    def on_resize(self) -> None:
+        """The selected row stays in sight: Enter must never open a row nobody can see."""
+        self.virtual_size = Size(self.size.width, len(self.rows))
+        self.call_after_refresh(self.scroll_to_region_if_needed)
+
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.rows: list[Row] = []
         self.cursor = 0
         self._cursor_key: str | None = None
+        self._wanted: dict[int, int] = {}  # by column: the cells its widest content needs
 
     def header(self, width: int) -> str:
         return "".join(_cell(c.title, w) for c, w in self._widths(width))
@@ -91,6 +144,12 @@ class RowList(ScrollView, can_focus=True):
     def set_rows(self, rows: list[Row]) -> None:
         """New rows; the cursor stays on the same row as newer ones arrive above it."""
         self.rows = rows
+        sample = rows[:WIDTH_SAMPLE]  # the newest: a refresh at 10 Hz must stay cheap
+        self._wanted = {
+            i: max([cell_len(c.title)] + [cell_len(c.cell(row)) for row in sample]) + 1
+            for i, c in enumerate(self.COLUMNS)
+            if c.grow
+        }
         if self._cursor_key is not None:
             for index, row in enumerate(rows):
                 if row.key == self._cursor_key:
@@ -125,11 +184,7 @@ class RowList(ScrollView, can_focus=True):
             self.post_message(self.Chosen(self.current.key))
 
     def _widths(self, width: int) -> list[tuple[Column, int]]:
-        fixed = sum(c.width for c in self.COLUMNS)
-        flexible = [c for c in self.COLUMNS if c.width == 0]
-        room = max(width - fixed, 8 * len(flexible))
-        share = room // max(len(flexible), 1)
-        return [(c, c.width or share) for c in self.COLUMNS]
+        return column_widths(self.COLUMNS, width, self._wanted)
 
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width

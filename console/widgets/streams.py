@@ -26,7 +26,9 @@ class StreamHealth(Static):
         if not once_a_second(self, now):
             return
         link = self.state.connection
-        if link.connected:
+        if link.connecting:
+            server = Text.assemble(("● ", "yellow"), f"{link.url or 'server'}  connecting…")
+        elif link.connected:
             rtt = f"{link.rtt_ms:.1f} ms" if link.rtt_ms is not None else "?"
             server = Text.assemble(("● ", "green"), f"{link.url}  connected, round trip {rtt}")
         else:

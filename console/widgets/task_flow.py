@@ -28,14 +28,22 @@ def _detail(row: Row) -> str:
 
 
 class TaskRows(RowList):
+    # At 80 columns: time, name, state, worker, duration and the error; corr. from 110.
     COLUMNS = (
         Column("time", 9, lambda r: r.created.astimezone().strftime("%H:%M:%S")),
-        Column("task / workflow", 24, _name, lambda r: "bold" if r.kind == "workflow" else ""),
-        state_column(14),
-        Column("worker", 14, lambda r: r.worker or ""),
+        Column(
+            "task / workflow",
+            16,
+            _name,
+            lambda r: "bold" if r.kind == "workflow" else "",
+            grow=1,
+            first_most=28,
+        ),
+        state_column(),
+        Column("worker", 10, lambda r: r.worker or "", grow=3, first_most=16),
         Column("duration", 9, lambda r: duration(r.duration_ms)),
-        Column("corr.", 9, lambda r: r.correlation_id[:8]),
-        Column("", 0, _detail, lambda r: "red" if r.failed else "dim"),
+        Column("corr.", 9, lambda r: r.correlation_id[:8], drop_under=110),
+        Column("", 16, _detail, lambda r: "red" if r.failed else "dim", grow=4),
     )
 
 
@@ -45,6 +53,8 @@ class TaskFlow(Vertical):
     DEFAULT_CSS = """
     TaskFlow { border: round $primary; height: 1fr; }
     TaskFlow > #task-flow-header { color: $text-muted; text-style: bold; height: 1; }
+    TaskFlow > #task-flow-warning { color: $warning; height: auto; display: none; }
+    TaskFlow > #task-flow-warning.active { display: block; }
     """
 
     def __init__(self, state: ConsoleState) -> None:
@@ -56,6 +66,7 @@ class TaskFlow(Vertical):
         self._header = ""
 
     def compose(self) -> ComposeResult:
+        yield Static(id="task-flow-warning")
         yield Static(id="task-flow-header")
         yield TaskRows(id="task-rows")
 
@@ -64,7 +75,13 @@ class TaskFlow(Vertical):
         return self.query_one(TaskRows)
 
     def set_filter(self, text: str) -> None:
+        """Applied as it is typed; what cannot match as meant is said above the list."""
+        if text.strip() == self.row_filter.text:
+            return
         self.row_filter = RowFilter(text)
+        warning = self.query_one("#task-flow-warning", Static)
+        warning.update("\n".join(f"⚠ filter: {p}" for p in self.row_filter.problems))
+        warning.set_class(bool(self.row_filter.problems), "active")
         self._shown_version = -1
         self.update_view()
 
@@ -77,7 +94,7 @@ class TaskFlow(Vertical):
     def update_view(self) -> None:
         """Called by the app's refresh timer; cheap when nothing changed."""
         rows = self.rows
-        header = rows.header(rows.size.width or 100)
+        header = rows.header(rows.scrollable_content_region.width or 100)
         if header != self._header:  # redraw text only when it changed: this runs at 10 Hz
             self._header = header
             self.query_one("#task-flow-header", Static).update(header, layout=False)

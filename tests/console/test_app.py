@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
+import signal
+import socket
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psutil
 import pytest
 from rich.console import Console
 from textual.widgets import Static
@@ -17,10 +22,13 @@ from console.state import Row
 from console.widgets.detail import DetailScreen
 from console.widgets.failures import FailureRows
 from console.widgets.help import HelpScreen
+from console.widgets.streams import StreamHealth
 from console.widgets.submit import SubmitScreen
 from console.widgets.task_flow import TaskFlow, TaskRows
 from console.widgets.workers import Workers
+from engine import embedded
 from engine.broker import OneManageBroker
+from engine.embedded import EmbeddedServer
 from engine.events.publisher import publish_event
 from engine.events.schemas import (
     AlertCleared,
@@ -35,8 +43,9 @@ from engine.events.schemas import (
 from engine.events.stats import fold_task_events
 from engine.events.windows import window
 from engine.services.samples import make_demo_psd
+from engine.settings import Settings
 from tests.conftest import NatsServer
-from tests.support.waiting import until
+from tests.support.waiting import eventually, until
 
 pytestmark = pytest.mark.slow  # real apps on the session server; some start a worker
 
@@ -319,3 +328,73 @@ async def test_a_lost_server_shows_a_banner_and_the_app_reconnects(
         await publish_history(client, correlation, 2)
         await until(pilot, lambda: len(rows_of(app, correlation)) == 2, timeout=60)
         assert app.state.connection.disconnects >= 1
+
+
+async def test_the_first_frames_say_connecting_until_the_server_answers(tmp_path: Path) -> None:
+    """A server that accepts and never speaks: "connecting…", no "unreachable" banner, until
+    the attempt times out; then the answer, and the banner."""
+    silent = socket.create_server(("127.0.0.1", 0))
+    port = silent.getsockname()[1]
+    settings = Settings(nats_url=[f"nats://127.0.0.1:{port}"], connect_timeout=1.0,
+                        data_dir=tmp_path)  # fmt: skip
+    app = ConsoleApp(
+        ConsoleOptions(since=timedelta(seconds=5)), connection=OneManageBroker(settings)
+    )
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause()
+            banner = app.main.query_one("#alerts")
+            assert "connecting…" in app.status_line()
+            assert "unreachable" not in str(banner.render())
+            assert "connecting…" in text_of(app.query_one(StreamHealth))
+            await until(pilot, lambda: "cannot connect" in app.backend, timeout=60)
+            await until(pilot, lambda: "unreachable" in str(banner.render()))
+    finally:
+        silent.close()
+
+
+async def test_a_normal_start_goes_from_connecting_to_connected(client: OneManageBroker) -> None:
+    app = ConsoleApp(ConsoleOptions(since=timedelta(seconds=5)))
+    async with app.run_test(size=SIZE) as pilot:
+        assert app.state.connection.connecting or app.state.connection.connected
+        await until(pilot, lambda: app.state.connection.connected)
+        assert not app.state.connection.connecting
+        assert "connecting…" not in app.status_line()
+        assert not any("unreachable" in a.message for a in app.state.alerts())
+
+
+async def test_quit_stops_the_embedded_server_restarted_under_the_console(tmp_path: Path) -> None:
+    """Its server killed by pid, the console starts it again on the same port and goes on;
+    quit stops the new one (the console started it), by its pid."""
+    settings = Settings(nats_url=[], credentials_dir=None, data_dir=tmp_path / "data")
+    own = OneManageBroker(settings)
+    own.role = "operator"
+    app = ConsoleApp(ConsoleOptions(since=timedelta(seconds=5)), connection=own)
+    pids: list[int] = []
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: app.state.connection.connected, timeout=60)
+            first = own.embedded_server
+            assert first is not None and first.owned
+            pids.append(first.pid)
+            os.kill(first.pid, signal.SIGKILL)
+
+            def restarted() -> EmbeddedServer | None:
+                server = own.embedded_server
+                return server if server is not None and server.pid != first.pid else None
+
+            again = await until(pilot, restarted, timeout=60)
+            pids.append(again.pid)
+            assert again.owned and again.port == first.port
+            assert f"restarted, pid {again.pid}" in app.backend
+            await until(pilot, lambda: own.is_connected and app.state.connection.connected,
+                        timeout=60)  # fmt: skip
+            await pilot.press("q")
+        await eventually(lambda: not psutil.pid_exists(again.pid), 30, "the restarted server")
+        assert embedded.find_running(settings.data_dir) is None
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if app.worker_process is not None and app.worker_process.poll() is None:
+            os.killpg(app.worker_process.pid, signal.SIGKILL)

@@ -46,6 +46,8 @@ from engine.services import psd
 from engine.services.samples import make_demo_psd
 
 SIZE = (160, 45)
+NARROW = (100, 30)
+SMALL = (80, 24)
 FIXED_NOW = datetime(2026, 3, 14, 9, 30, tzinfo=UTC)
 START = FIXED_NOW - timedelta(minutes=10)
 WF_OK = "7f3c9a1e5b2d4c6e8f0a1b2c3d4e5f60"
@@ -312,6 +314,9 @@ def build_state(store: dict[str, bytes]) -> ConsoleState:
         heartbeat(ev, STEP_WORKER, 598, running=0, processed=5_871, failed=11,
                   lanes=["workers"]),
     ]  # fmt: skip
+    # A long name on a long worker id: cut with an ellipsis where the width runs out.
+    events += task(ev, "10ng10ng10ng10ng10ng10ng10ng10ng", "reports.quarterly_revenue_by_region",
+                   585, "failed", 41, worker="render-eu-west-1b:31337")  # fmt: skip
     # In the order the stream stores them: by time.
     for seq, event in enumerate(sorted(events, key=lambda e: e.timestamp), start=1):
         state.fold(event, seq)
@@ -385,6 +390,24 @@ def console(store: dict[str, bytes]) -> ConsoleApp:
 def test_main_screen(snap_compare: Any, store: dict[str, bytes]) -> None:
     """Status line, alerts, task flow, failures, stream health, consumer lag, workers."""
     assert snap_compare(console(store), terminal_size=SIZE)
+
+
+def test_main_screen_at_100x30(snap_compare: Any, store: dict[str, bytes]) -> None:
+    """The task flow takes the width: time, name, state, worker, duration and error; the
+    system figures step aside (its bottom line says which keys bring them back)."""
+    assert snap_compare(console(store), terminal_size=NARROW)
+
+
+def test_main_screen_at_80x24(snap_compare: Any, store: dict[str, bytes]) -> None:
+    """The same columns at 80: names and workers ellipsised, corr. and step left out."""
+    assert snap_compare(console(store), terminal_size=SMALL)
+
+
+def test_workers_panel_shown_then_zoomed_at_100x30(
+    snap_compare: Any, store: dict[str, bytes]
+) -> None:
+    """`5` brings the Workers panel back under the lists, `z` gives it the whole screen."""
+    assert snap_compare(console(store), terminal_size=NARROW, press=["5", "z"])
 
 
 def test_detail_of_a_completed_workflow_timeline(
