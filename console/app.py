@@ -324,8 +324,13 @@ class ConsoleApp(App[None]):
         self.open_details(event.key)
 
     def open_details(self, key: str) -> None:
+        """The detail of ``key``; one already on top is replaced, so details never stack."""
         fetch = functools.partial(monitor.artefact, self.broker) if self.connect else None
-        self.push_screen(DetailScreen(self.state, key, fetch))
+        screen = DetailScreen(self.state, key, fetch)
+        if isinstance(self.screen, DetailScreen):
+            self.switch_screen(screen)
+        else:
+            self.push_screen(screen)
 
     def action_submit(self) -> None:
         if not self._can_submit():
@@ -344,9 +349,13 @@ class ConsoleApp(App[None]):
         self.notify("not connected to a server", severity="error")
         return False
 
-    @work(exclusive=True, group="demo")
+    @work(group="demo")
     async def action_demo(self) -> None:
-        """Submit a generated layered PSD, so a new user sees a whole workflow."""
+        """Submit a generated layered PSD, so a new user sees a whole workflow.
+
+        Each press is its own worker and its submission is shielded: a later press,
+        or leaving, never cancels one half done (that stranded a workflow once).
+        """
         if not self._can_submit():
             return
         from engine.services.samples import make_demo_psd
@@ -354,7 +363,7 @@ class ConsoleApp(App[None]):
 
         data = await asyncio.to_thread(make_demo_psd)
         try:
-            submission = await submit_psd(self.broker, data, "demo.psd")
+            submission = await asyncio.shield(submit_psd(self.broker, data, "demo.psd"))
         except Exception as exc:
             self.notify(f"demo not submitted: {exc}", severity="error")
             return
