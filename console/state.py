@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from engine.alertbook import Book
+from engine.alerts import Thresholds
 from engine.events.schemas import (
     AlertCleared,
     AlertRaised,
@@ -23,6 +24,7 @@ from engine.events.schemas import (
     BaseEvent,
     PsdStepCompleted,
     PsdWorkflowCompleted,
+    PsdWorkflowEvent,
     PsdWorkflowFailed,
     PsdWorkflowSubmitted,
     TaskDeadLettered,
@@ -37,6 +39,7 @@ from engine.events.schemas import (
 from engine.events.stats import TaskTypeStats
 from engine.events.windows import WindowFigures, window
 from engine.identity import utc_now
+from engine.liveness import Liveness
 from engine.monitor import ConsumerFigures, StreamFigures, missed_events
 from engine.streams import TASKS
 
@@ -80,6 +83,12 @@ class Row:
     error_message: str | None = None
     steps: list[tuple[str, float]] = field(default_factory=list)
     manifest: dict[str, object] | None = None
+    stuck: bool = False  # an open workflow without progress for too long (mark_stuck)
+
+    @property
+    def shown_state(self) -> str:
+        """The state as a person reads it: "stuck" says more than "running" there."""
+        return "stuck" if self.stuck else self.state
 
     @property
     def failed(self) -> bool:
@@ -275,6 +284,10 @@ class ConsoleState:
         self.caught_up = False
         self.version = 0  # bumped on every change, so views redraw only when needed
         self.failures_version = 0  # bumped when a row fails
+        # The engine's own view of open workflows (engine.liveness), fed by fold, so "stuck"
+        # here is what the stuck_workflows alert means; its threshold is the alert's.
+        self.liveness = Liveness(clock(), clock())
+        self.stuck_after_s = Thresholds().stuck_after_s
 
     # -- events -------------------------------------------------------------------
 
@@ -296,6 +309,8 @@ class ConsoleState:
             self._engine_alert(event)  # about the system, not part of a task's trace
             return
         self._trace(event)
+        if isinstance(event, PsdWorkflowEvent):
+            self.liveness.take(event)
         if isinstance(event, TaskEvent):
             self._task(event)
         elif isinstance(event, PsdWorkflowSubmitted | PsdStepCompleted):
@@ -462,6 +477,25 @@ class ConsoleState:
                     return
                 del self.rows[key]
                 self.evicted_rows += 1
+
+    def mark_stuck(self) -> list[str]:
+        """Flag the workflows without progress for ``stuck_after_s``; returns their ids.
+
+        The open workflows and their last progress are engine.liveness's, the
+        comparison the stuck_workflows alert's (engine.alerts): one definition.
+        """
+        late = {
+            wid for wid, seconds in self.liveness.stuck(self.clock())
+            if seconds >= self.stuck_after_s
+        }  # fmt: skip
+        changed = False
+        for row in self.rows.values():
+            stuck = row.kind == "workflow" and row.key in late and not row.done
+            if row.stuck != stuck:
+                row.stuck, changed = stuck, True
+        if changed:
+            self.version += 1
+        return sorted(late)
 
     # -- figures ------------------------------------------------------------------
 

@@ -57,10 +57,11 @@ class Liveness:
                 if isinstance(event, WorkerHeartbeat):
                     self.beats[event.worker_id] = event
                 elif isinstance(event, PsdWorkflowEvent):
-                    self._progress(event)
+                    self.take(event)
             self._positions[subject] = reader.position
 
-    def _progress(self, event: PsdWorkflowEvent) -> None:
+    def take(self, event: PsdWorkflowEvent) -> None:
+        """One workflow event, read here or by another reader (the console folds its own)."""
         if isinstance(event, PsdWorkflowCompleted | PsdWorkflowFailed):
             self.open.pop(event.workflow_id, None)
         elif isinstance(event, PsdWorkflowSubmitted | PsdStepCompleted):

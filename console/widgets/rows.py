@@ -35,8 +35,8 @@ def state_column(width: int) -> Column:
     return Column(
         "state",
         width,
-        lambda row: row.state.replace("_", " "),
-        lambda row: state_style(row.state),
+        lambda row: row.shown_state.replace("_", " "),
+        lambda row: state_style(row.shown_state),
     )
 
 
