@@ -1,5 +1,6 @@
 """The built-in application: the PSD workflow, the audit-log and task-stats listeners,
-and the alert evaluator (engine.alerting).
+the alert evaluator (engine.alerting) and the operator's control tasks (replay,
+cancel: engine.tasks.control, engine.tasks.workflow).
 
 ``onemanage worker`` runs this when given no modules. Name it beside your own
 modules to run both (``onemanage worker myapp.tasks engine.builtin``);
@@ -13,9 +14,9 @@ from engine.app import broker, event_listener
 from engine.events.audit import AuditLog
 from engine.events.schemas import BaseEvent, TaskEvent
 from engine.events.stats import StatsFolder
-from engine.tasks import psd, workflow
+from engine.tasks import control, psd, workflow
 
-__all__ = ["audit_log", "broker", "psd", "task_stats", "workflow"]
+__all__ = ["audit_log", "broker", "control", "psd", "task_stats", "workflow"]
 
 _audit = AuditLog()
 _stats = StatsFolder(broker)

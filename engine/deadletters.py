@@ -24,6 +24,7 @@ import uuid
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.errors import NotFoundError
+from taskiq.message import TaskiqMessage
 
 from engine.broker import OneManageBroker
 from engine.errors import PublishError
@@ -88,6 +89,31 @@ def dead_letter(
         reason=reason,
         error=error,
     )
+
+
+def stored_task(event: TaskDeadLettered) -> TaskiqMessage:
+    """The command a dead letter kept, decoded; ValueError saying why it cannot be sent again.
+
+    An event a listener gave up on is still in EVENTS (nothing to send again); a
+    payload cut at PAYLOAD_LIMIT, or one no worker could decode, is not the task.
+    """
+    if event.stream != TASKS:
+        raise ValueError(
+            f"{event.task_name} gave up on an event, which is still in {event.stream}: "
+            "nothing to send again"
+        )
+    if event.payload_truncated:
+        raise ValueError(f"its payload was cut at {PAYLOAD_LIMIT:,} bytes when it was recorded")
+    if event.reason != "max_deliveries":
+        raise ValueError(f"a worker refused it ({event.reason}): {event.error}")
+    try:
+        message = TaskiqMessage.model_validate_json(event.payload)
+        message.parse_labels()
+    except Exception as exc:  # ValidationError, ValueError: not a task message
+        raise ValueError(f"its payload is not a task message: {type(exc).__name__}") from exc
+    if message.task_name != event.task_name:
+        raise ValueError(f"its payload names {message.task_name}, not {event.task_name}")
+    return message
 
 
 async def handle_advisory(broker: OneManageBroker, advisory: dict[str, object]) -> None:

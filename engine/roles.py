@@ -9,9 +9,12 @@
   all: permissions cannot bound a consumer's ``inactive_threshold`` nor scope
   its name, and a user who may create consumers may create ones that never
   expire, or pull from a worker's durable (PLATFORM-NOTES, "Permissions").
-* ``operator`` is a viewer who submits: it uploads inputs (write-once
+* ``operator`` is a viewer who submits and acts: it uploads inputs (write-once
   subjects: the server refuses a second write) and kicks the PSD workflow on
-  its one subject, announcing that with the two events a submission makes.
+  its one subject, announcing that with the two events a submission makes
+  (a retry and a resubmit are submissions too). A cancel or a replay needs
+  rights it does not have (outcomes, any task subject), so it kicks a control
+  task on its own subject and a worker does it (engine.tasks.control).
   Nothing a worker says (outcomes, heartbeats, dead letters) is on its list.
 
 Each role has its own inbox prefix, so one role cannot read the replies meant
@@ -27,7 +30,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from engine.events.schemas import PsdWorkflowSubmitted, TaskQueued
-from engine.routing import WORKFLOW_LANE, task_subject
+from engine.routing import DEFAULT_LANE, WORKFLOW_LANE, task_subject
 from engine.streams import (
     ALERTS_BUCKET,
     ARTEFACTS,
@@ -38,7 +41,7 @@ from engine.streams import (
     STATS_BUCKET,
     TASKS,
 )
-from engine.tasks.names import PROCESS_TASK
+from engine.tasks.names import CANCEL_TASK, PROCESS_TASK, REPLAY_TASK
 
 Role = Literal["worker", "operator", "viewer"]
 ROLES: tuple[Role, ...] = ("worker", "operator", "viewer")
@@ -54,6 +57,45 @@ SUBMISSION_EVENTS = (
     event_subject(TaskQueued.model_fields["event_type"].default),
     event_subject(PsdWorkflowSubmitted.model_fields["event_type"].default),
 )
+
+
+# What an operator's cancel and replay kick: a control task a worker runs.
+CONTROL_TASKS = (task_subject(CANCEL_TASK, DEFAULT_LANE), task_subject(REPLAY_TASK, DEFAULT_LANE))
+
+# The actions of the console and the CLI, and the roles that may do each.
+ACTIONS: dict[str, tuple[Role, ...]] = {
+    "replay": ("operator", "worker"),
+    "cancel": ("operator", "worker"),
+    "retry": ("operator", "worker"),
+    "resubmit": ("operator", "worker"),
+    "download": ROLES,
+    "copy": ROLES,
+}
+_ACTION_WORDS = {
+    "replay": "replay dead letters",
+    "cancel": "cancel workflows",
+    "retry": "retry workflows",
+    "resubmit": "resubmit files",
+    "download": "download artefacts",
+    "copy": "copy ids",
+}
+
+
+def refusal(role: Role, action: str) -> str | None:
+    """None when ``role`` may do ``action``, else the sentence that says why not and what to do.
+
+    The console asks before it asks for a confirmation; the server still has the
+    last word (a refused publish is a PermissionDeniedError).
+    """
+    allowed = ACTIONS.get(action)
+    if allowed is None:
+        return f"there is no action {action!r} (one of {', '.join(ACTIONS)})"
+    if role in allowed:
+        return None
+    return (
+        f"the {role} role may not {_ACTION_WORDS[action]}: connect as operator "
+        "(ONEMANAGE_ROLE=operator, with the operator's credentials)"
+    )
 
 
 def inbox_prefix(role: Role) -> str:
@@ -97,6 +139,8 @@ _READ: tuple[tuple[str, str], ...] = (
 _SUBMIT: tuple[tuple[str, str], ...] = (
     (SUBMISSION_TASK, "kick the PSD workflow (a worker runs only psd.process from here)"),
     *((subject, "announce the submission") for subject in SUBMISSION_EVENTS),
+    (CONTROL_TASKS[0], "ask a worker to cancel a workflow (it publishes the outcome)"),
+    (CONTROL_TASKS[1], "ask a worker to replay a dead letter (it reads and sends it)"),
     ("inputs.>", "upload inputs: each subject is written once, the server refuses a rewrite"),
     (f"{_API}.DIRECT.GET.{INPUTS}", "read inputs' chunks (a stored copy is reused)"),
     (f"{_API}.DIRECT.GET.{INPUTS}.>", "read an input's description"),

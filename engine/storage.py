@@ -131,6 +131,15 @@ async def put_input(broker: OneManageBroker, data: bytes, progress: Progress | N
     return key
 
 
+async def input_stored(broker: OneManageBroker, key: str) -> bool:
+    """Whether the input ``key`` is still stored (not expired): its description is there.
+
+    Read by direct get, as an operator may: a retry or a resubmit needs its input.
+    """
+    with _storage_errors(key, INPUTS):
+        return await _described(_inputs(broker), key, settle=False) is not None
+
+
 async def _described(store: BlobStore, key: str, settle: bool) -> blobs.BlobInfo | None:
     try:
         return await (blobs.settled_info(store, key) if settle else blobs.info(store, key))

@@ -2,8 +2,9 @@
 
 Checks the file locally first (exists, readable, not too big, a PSD/PSB
 signature) so a person hears about a wrong file at once, uploads it to the
-inputs bucket (once per content), announces PsdWorkflowSubmitted and kicks the
-workflow with the workflow id as its task id and correlation id.
+inputs bucket (once per content), kicks the workflow with the workflow id as its
+task id and correlation id, then announces PsdWorkflowSubmitted. Retry and
+resubmit (engine.actions) start a workflow on a stored input the same way.
 """
 
 from __future__ import annotations
@@ -22,15 +23,10 @@ from engine import monitor, storage
 from engine.broker import OneManageBroker
 from engine.errors import OneManageError, PermissionDeniedError, PublishError
 from engine.events.publisher import publish_event
-from engine.events.schemas import (
-    BaseEvent,
-    PsdWorkflowCompleted,
-    PsdWorkflowFailed,
-    PsdWorkflowSubmitted,
-)
+from engine.events.schemas import BaseEvent, PsdWorkflowCompleted, PsdWorkflowFailed
 from engine.routing import CORRELATION_LABEL
 from engine.storage import Progress
-from engine.tasks.names import PROCESS_LABELS, PROCESS_TASK
+from engine.tasks.names import PROCESS_LABELS, PROCESS_TASK, announcement
 
 SIGNATURE = b"8BPS"
 
@@ -102,6 +98,28 @@ def read_psd_file(path: Path, max_bytes: int) -> bytes:
     return data
 
 
+async def kick(
+    broker: OneManageBroker,
+    task_name: str,
+    labels: dict[str, Any],
+    task_id: str,
+    *args: Any,
+    **kwargs: Any,
+) -> None:
+    """Kick ``task_name`` by name (no need of its code) as ``task_id``.
+
+    Raises the PublishError (it says whether the task may run anyway) or the
+    PermissionDeniedError under taskiq's SendTaskError, which has no text.
+    """
+    kicker: AsyncKicker[..., Any] = AsyncKicker(task_name, broker, labels)
+    try:
+        await kicker.with_task_id(task_id).kiq(*args, **kwargs)
+    except SendTaskError as exc:
+        if isinstance(exc.__cause__, PublishError | PermissionDeniedError):
+            raise exc.__cause__ from exc
+        raise
+
+
 async def submit_psd(
     broker: OneManageBroker, data: bytes, filename: str, progress: Progress | None = None
 ) -> Submission:
@@ -112,32 +130,34 @@ async def submit_psd(
     whether the workflow (id ``msg_id``) may run anyway.
     """
     check_psd_bytes(data, filename, broker.settings.max_upload_bytes)
+    key = await storage.put_input(broker, data, progress)
+    return await start_workflow(broker, key, filename, len(data))
+
+
+async def start_workflow(
+    broker: OneManageBroker,
+    input_key: str,
+    filename: str,
+    size_bytes: int,
+    resubmitted_from: str | None = None,
+) -> Submission:
+    """Kick a new workflow on a stored input, then announce it: the one submission path.
+
+    Kicked first: a submitter cancelled or killed before its announcement leaves
+    a workflow that runs, and its orchestrator announces it (same event id) when
+    it starts. Announced first, a kick that never happened would leave a workflow
+    "submitted" forever.
+    """
     submitted_at = datetime.now(UTC)
     workflow_id = uuid.uuid4().hex
-    key = await storage.put_input(broker, data, progress)
+    link = {"resubmitted_from": resubmitted_from} if resubmitted_from else {}
+    labels = {**PROCESS_LABELS, CORRELATION_LABEL: workflow_id}
+    args = (workflow_id, input_key, filename, size_bytes)
+    await kick(broker, PROCESS_TASK, labels, workflow_id, *args, **link)
     await publish_event(
-        broker,
-        PsdWorkflowSubmitted(
-            workflow_id=workflow_id,
-            filename=filename,
-            input_key=key,
-            size_bytes=len(data),
-            correlation_id=workflow_id,
-        ),
+        broker, announcement(workflow_id, input_key, filename, size_bytes, resubmitted_from)
     )
-    kicker: AsyncKicker[..., Any] = AsyncKicker(PROCESS_TASK, broker, dict(PROCESS_LABELS))
-    try:
-        await (
-            kicker.with_task_id(workflow_id)
-            .with_labels(**{CORRELATION_LABEL: workflow_id})
-            .kiq(workflow_id, key, filename, len(data))
-        )
-    except SendTaskError as exc:
-        # taskiq's wrapper has no text: the PublishError says whether the workflow may run.
-        if isinstance(exc.__cause__, PublishError | PermissionDeniedError):
-            raise exc.__cause__ from exc
-        raise
-    return Submission(workflow_id, filename, key, len(data), submitted_at)
+    return Submission(workflow_id, filename, input_key, size_bytes, submitted_at)
 
 
 async def follow_workflow(

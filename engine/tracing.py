@@ -37,9 +37,13 @@ class AmbiguousIdError(OneManageError):
         self.candidates = candidates
 
 
+_LINKS = ("task_id", "workflow_id", "correlation_id", "replay_of", "resubmitted_from")
+
+
 def ids_of(event: BaseEvent) -> set[str]:
-    """The ids an event can be traced by: its task, its workflow, its correlation."""
-    found = {getattr(event, name, None) for name in ("task_id", "workflow_id", "correlation_id")}
+    """The ids an event can be traced by: its task, its workflow, its correlation, and the
+    task or workflow it replays or runs again (so a trace of the original shows the link)."""
+    found = {getattr(event, name, None) for name in _LINKS}
     return {value for value in found if isinstance(value, str) and value}
 
 

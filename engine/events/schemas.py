@@ -132,6 +132,22 @@ class TaskFailed(TaskEvent):
 DeadLetterReason = Literal["max_deliveries", "undecodable", "wrong_subject"]
 
 
+class TaskReplayed(BaseEvent):
+    """A dead letter's stored task sent again, as a new delivery with a new task id.
+
+    Published by the worker that ran the replay (engine.tasks.control), with the
+    original's correlation id, so a trace of the original shows where it went.
+    Not a TaskEvent: it is no transition of a task run, and statistics skip it.
+    """
+
+    event_type: Literal["task.replayed"] = "task.replayed"
+    event_version: str = "1.0"
+    replay_of: str  # the dead-lettered task's id
+    dead_letter_id: str  # its TaskDeadLettered event id
+    new_task_id: str
+    task_name: str
+
+
 class TaskDeadLettered(TaskEvent):
     """A task no worker will run, kept here with its payload for later.
 
@@ -249,10 +265,19 @@ class PsdWorkflowEvent(BaseEvent):
 
 
 class PsdWorkflowSubmitted(PsdWorkflowEvent):
+    """A workflow was kicked. Announced by the submitter after the kick and again by the
+    orchestrator when it starts, with one event id (engine.tasks.names), so it is stored
+    once within EVENTS' duplicate window and a later copy says nothing new.
+
+    ``resubmitted_from`` (1.1): the workflow whose stored input this one runs again
+    (a retry or a resubmit), None for a new file.
+    """
+
     event_type: Literal["psd.workflow.submitted"] = "psd.workflow.submitted"
-    event_version: str = "1.0"
+    event_version: str = "1.1"
     input_key: str
     size_bytes: int
+    resubmitted_from: str | None = None
 
 
 class PsdStepCompleted(PsdWorkflowEvent):

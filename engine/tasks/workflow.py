@@ -15,6 +15,13 @@ finds the stored result of the first run, and its announcement is stored once.
 A step the server gave up on has an error result (dead_lettered), so the
 workflow fails at once; an orchestrator it gave up on is ended, failed, by the
 ``workflow-dead-letters`` listener.
+
+The orchestrator announces its workflow (PsdWorkflowSubmitted, the submitter's
+event id) when it starts, so a submitter that died after its kick still leaves
+an announced workflow. A cancel (``psd.cancel``, kicked by an operator) ends
+the workflow with its one outcome, a failure of code ``cancelled``, and leaves a
+mark the orchestrator looks at when it starts, between steps and before its
+outcome: a cancelled orchestrator stops there and publishes nothing more.
 """
 
 from __future__ import annotations
@@ -24,9 +31,10 @@ import time
 import uuid
 from typing import Any
 
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 from taskiq import AsyncTaskiqDecoratedTask
 
-from engine import storage
+from engine import monitor, storage
 from engine.app import broker, event_listener
 from engine.errors import DeadLetteredError, OneManageError, is_transient
 from engine.events.publisher import publish_event
@@ -34,11 +42,16 @@ from engine.events.schemas import (
     BaseEvent,
     PsdStepCompleted,
     PsdWorkflowCompleted,
+    PsdWorkflowEvent,
     PsdWorkflowFailed,
+    PsdWorkflowSubmitted,
     TaskDeadLettered,
+    TaskStarted,
+    parse_event,
 )
 from engine.results import await_result
-from engine.tasks.names import PROCESS_LABELS, PROCESS_TASK
+from engine.streams import RESULTS_BUCKET
+from engine.tasks.names import CANCEL_TASK, PROCESS_LABELS, PROCESS_TASK, announcement
 from engine.tasks.psd import export_layers, parse_layers, preview, validate
 
 STEPS = ("validate", "parse", "preview", "export")
@@ -75,6 +88,32 @@ def step_event_id(workflow_id: str, step: str) -> str:
     return uuid.uuid5(_STEP_DONE, f"{workflow_id}:{step}").hex
 
 
+class WorkflowCancelled(OneManageError):
+    """The workflow was cancelled: its orchestrator stops, the cancel published the outcome."""
+
+    code = "cancelled"
+
+
+def cancel_mark_key(workflow_id: str) -> str:
+    """The results-bucket key that says ``workflow_id`` was cancelled (no task id looks so)."""
+    return f"cancelled-{workflow_id}"
+
+
+async def is_cancelled(workflow_id: str) -> bool:
+    """Whether a cancel marked ``workflow_id``; a failed read raises (the delivery comes back)."""
+    try:
+        kv = await broker.key_value(RESULTS_BUCKET)
+        await kv.get(cancel_mark_key(workflow_id))
+    except (KeyNotFoundError, BucketNotFoundError):
+        return False
+    return True
+
+
+async def stop_if_cancelled(workflow_id: str) -> None:
+    if await is_cancelled(workflow_id):
+        raise WorkflowCancelled(f"workflow {workflow_id} was cancelled")
+
+
 def _summary(step: str, result: dict[str, Any]) -> dict[str, Any]:
     """What a watcher needs to follow a step live (the manifest has the rest)."""
     if step == "validate":
@@ -107,6 +146,7 @@ class WorkflowRun:
     ) -> dict[str, Any]:
         """Kick one step, wait for it, announce it; WorkflowStepError when it failed."""
         self.current = name
+        await stop_if_cancelled(self.workflow_id)
         started = time.perf_counter()
         kicked = await task.kicker().with_task_id(step_task_id(self.workflow_id, name)).kiq(*args)
         try:
@@ -135,6 +175,7 @@ class WorkflowRun:
 
 
 async def _publish_failure(run: WorkflowRun, step: str, code: str, message: str) -> None:
+    await stop_if_cancelled(run.workflow_id)
     await publish_event(
         broker,
         PsdWorkflowFailed(
@@ -152,16 +193,27 @@ async def _publish_failure(run: WorkflowRun, step: str, code: str, message: str)
 
 @broker.task(task_name=PROCESS_TASK, **PROCESS_LABELS)
 async def process_psd(
-    workflow_id: str, input_key: str, filename: str, size_bytes: int
+    workflow_id: str,
+    input_key: str,
+    filename: str,
+    size_bytes: int,
+    resubmitted_from: str | None = None,
 ) -> dict[str, Any]:
     """Run the whole workflow; returns the manifest, raises WorkflowStepError on failure.
 
     Whatever goes wrong, the workflow ends with exactly one outcome event, except
-    when the failure is transient and this delivery will be tried again.
+    when the failure is transient and this delivery will be tried again, and when
+    it was cancelled (WorkflowCancelled: the cancel published the outcome).
     """
     run = WorkflowRun(workflow_id, filename)
     try:
+        await publish_event(
+            broker, announcement(workflow_id, input_key, filename, size_bytes, resubmitted_from)
+        )
+        await stop_if_cancelled(workflow_id)
         return await _run(run, input_key, size_bytes)
+    except WorkflowCancelled:
+        raise
     except WorkflowStepError as failure:
         await _publish_failure(run, failure.step, failure.code, failure.message)
         raise
@@ -200,6 +252,7 @@ async def _run(run: WorkflowRun, input_key: str, size_bytes: int) -> dict[str, A
     manifest["manifest_key"] = await storage.put_json(
         broker, workflow_id, "manifest.json", manifest
     )
+    await stop_if_cancelled(workflow_id)
     await publish_event(
         broker,
         PsdWorkflowCompleted(
@@ -250,3 +303,63 @@ async def end_dead_lettered_workflows(event: BaseEvent) -> None:
             correlation_id=workflow_id,
         ),
     )
+
+
+async def _story(workflow_id: str) -> list[PsdWorkflowEvent]:
+    """The stored PSD events of ``workflow_id``, oldest first."""
+    found: list[PsdWorkflowEvent] = []
+    async for delivered in monitor.read_history(broker, 1, "events.psd.>"):
+        event = parse_event(delivered.data, delivered.subject)
+        if isinstance(event, PsdWorkflowEvent) and event.workflow_id == workflow_id:
+            found.append(event)
+    return found
+
+
+async def _where(workflow_id: str, story: list[PsdWorkflowEvent]) -> str:
+    """The step a workflow is at: the one after its last completed step, or "queued"."""
+    done = [event.step for event in story if isinstance(event, PsdStepCompleted)]
+    if done:
+        after = STEPS.index(done[-1]) + 1 if done[-1] in STEPS else len(STEPS)
+        return STEPS[after] if after < len(STEPS) else "manifest"
+    submitted = next((e for e in story if isinstance(e, PsdWorkflowSubmitted)), None)
+    since = submitted.timestamp if submitted is not None else 1
+    async for delivered in monitor.read_history(broker, since, "events.task.started"):
+        event = parse_event(delivered.data, delivered.subject)
+        if isinstance(event, TaskStarted) and event.task_id == workflow_id:
+            return STEPS[0]
+    return "queued"
+
+
+@broker.task(task_name=CANCEL_TASK)
+async def cancel_psd(workflow_id: str, reason: str = "") -> dict[str, Any]:
+    """End ``workflow_id`` with one PsdWorkflowFailed of code ``cancelled``; a mark stops its
+    orchestrator. A workflow that has its outcome already is left as it is."""
+    story = await _story(workflow_id)
+    ended = next(
+        (e for e in story if isinstance(e, PsdWorkflowCompleted | PsdWorkflowFailed)), None
+    )
+    if ended is not None:
+        return {"cancelled": False, "outcome": ended.event_type}
+    why = f"cancelled by an operator: {reason}" if reason else "cancelled by an operator"
+    # The mark first: an orchestrator that looks after this point stops without an outcome.
+    await broker.publish(
+        f"$KV.{RESULTS_BUCKET}.{cancel_mark_key(workflow_id)}",
+        why.encode(),
+        msg_id=f"cancel:{workflow_id}",
+    )
+    step = await _where(workflow_id, story)
+    filename = story[0].filename if story else "?"
+    ack = await publish_event(
+        broker,
+        PsdWorkflowFailed(
+            event_id=outcome_event_id(workflow_id),
+            workflow_id=workflow_id,
+            filename=filename,
+            step=step,
+            error_code=WorkflowCancelled.code,
+            error_message=why,
+            correlation_id=workflow_id,
+        ),
+    )
+    # A duplicate: an outcome the orchestrator published just before the mark stands.
+    return {"cancelled": not ack.duplicate, "step": step}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from pathlib import Path
 from typing import Any, Literal
 
 from engine.app import broker, event_listener
@@ -88,3 +90,21 @@ class FlakyEvent(BaseEvent):
 @event_listener("probe-flaky", "events.test.flaky")
 async def probe_flaky(event: BaseEvent) -> None:
     raise TransientError("the listener's backend is down")
+
+
+@broker.task(task_name="test.transient_until")
+def transient_until(marker: str) -> str:
+    """Down (transient) until the file ``marker`` exists: a dead letter that a replay runs."""
+    if not Path(marker).exists():
+        raise TransientError(f"{marker} is not there yet")
+    return "ran"
+
+
+@broker.task(task_name="test.wait_for_file")
+def wait_for_file(marker: str) -> str:
+    """Holds its slot until the file ``marker`` exists: what runs after it waits behind it.
+
+    A plain function (run in a thread): a wait on a file, not on the event loop."""
+    while not Path(marker).exists():
+        time.sleep(0.05)
+    return "released"
