@@ -14,13 +14,15 @@ subject (engine.tasks.workflow, engine.tasks.control).
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from engine import monitor, storage
 from engine.broker import OneManageBroker
 from engine.deadletters import stored_task
-from engine.errors import OneManageError
+from engine.errors import OneManageError, PermissionDeniedError
 from engine.events.schemas import (
     PsdWorkflowCompleted,
     PsdWorkflowEvent,
@@ -29,6 +31,7 @@ from engine.events.schemas import (
     TaskDeadLettered,
     parse_event,
 )
+from engine.roles import refusal
 from engine.routing import CORRELATION_LABEL
 from engine.streams import TASKS
 from engine.submit import kick, start_workflow
@@ -58,6 +61,19 @@ class ActionOutcome:
     target: str  # the full id acted on (dead-lettered task id, or workflow id)
     new_id: str | None  # replay: the new task id; retry/resubmit: the new workflow id
     detail: str  # one line: what was done
+
+
+@contextlib.contextmanager
+def _allowed(broker: OneManageBroker, action: str) -> Iterator[None]:
+    """Refuse ``action`` up front when the broker's role may not do it, and say the
+    server's own refusal the same way (its rights are the last word)."""
+    why = refusal(broker.role, action)
+    if why is not None:
+        raise ActionRefused("not_allowed", why)
+    try:
+        yield
+    except PermissionDeniedError as exc:
+        raise ActionRefused("not_allowed", f"{exc} (connected as {broker.role})") from exc
 
 
 def _one(prefix: str, candidates: set[str], what: str) -> str:
@@ -91,7 +107,7 @@ async def _dead_letter(broker: OneManageBroker, ident: str) -> tuple[int, TaskDe
     return letters[_one(ident, found, "dead letter")]
 
 
-async def replay_dead_letter(broker: OneManageBroker, ident: str) -> ActionOutcome:
+async def _replay_dead_letter(broker: OneManageBroker, ident: str) -> ActionOutcome:
     """Send a dead-lettered task's stored payload again, as a new task linked to the original.
 
     ``ident``: the task id, the TaskDeadLettered event id, or a unique prefix of
@@ -225,7 +241,7 @@ def cancel_task_id(workflow_id: str) -> str:
     return uuid.uuid5(_CANCEL, workflow_id).hex
 
 
-async def cancel_workflow(
+async def _cancel_workflow(
     broker: OneManageBroker, workflow_id: str, reason: str = ""
 ) -> ActionOutcome:
     """End a running, queued or stuck workflow with one PsdWorkflowFailed, code ``cancelled``.
@@ -253,7 +269,7 @@ async def cancel_workflow(
     )
 
 
-async def retry_workflow(broker: OneManageBroker, workflow_id: str) -> ActionOutcome:
+async def _retry_workflow(broker: OneManageBroker, workflow_id: str) -> ActionOutcome:
     """A failed (or cancelled) workflow again: a new workflow from the same stored input."""
     story = await _workflow(broker, workflow_id)
     if not isinstance(story.outcome, PsdWorkflowFailed):
@@ -265,6 +281,38 @@ async def retry_workflow(broker: OneManageBroker, workflow_id: str) -> ActionOut
     return await _again(broker, story, "retry")
 
 
-async def resubmit_workflow(broker: OneManageBroker, workflow_id: str) -> ActionOutcome:
+async def _resubmit_workflow(broker: OneManageBroker, workflow_id: str) -> ActionOutcome:
     """Any workflow's stored input again, as a new workflow linked to the old one."""
     return await _again(broker, await _workflow(broker, workflow_id), "resubmit")
+
+
+# -- the API: each refused up front for a role that may not, else done or queued -------
+
+
+async def replay_dead_letter(broker: OneManageBroker, ident: str) -> ActionOutcome:
+    """Send a dead-lettered task's stored payload again as a new task linked to the original.
+
+    ``ident``: its task id, its TaskDeadLettered event id, or a unique prefix of either.
+    """
+    with _allowed(broker, "replay"):
+        return await _replay_dead_letter(broker, ident)
+
+
+async def cancel_workflow(
+    broker: OneManageBroker, workflow_id: str, reason: str = ""
+) -> ActionOutcome:
+    """End a running, queued or stuck workflow with one PsdWorkflowFailed, code cancelled."""
+    with _allowed(broker, "cancel"):
+        return await _cancel_workflow(broker, workflow_id, reason)
+
+
+async def retry_workflow(broker: OneManageBroker, workflow_id: str) -> ActionOutcome:
+    """A failed (or cancelled) workflow again, from its stored input, linked to the old one."""
+    with _allowed(broker, "retry"):
+        return await _retry_workflow(broker, workflow_id)
+
+
+async def resubmit_workflow(broker: OneManageBroker, workflow_id: str) -> ActionOutcome:
+    """Any workflow's stored input again, as a new workflow linked to the old one."""
+    with _allowed(broker, "resubmit"):
+        return await _resubmit_workflow(broker, workflow_id)

@@ -605,6 +605,65 @@ async def _submit(paths: list[str], wait: bool) -> int:
     return 0 if all(outcomes) and not failed else 1
 
 
+async def _act(action: str, target: str, reason: str, wait: bool) -> int:
+    """One operator action (engine.actions): 0 done or queued, 1 its outcome failed under
+    --wait (or the server could not confirm it), 2 refused (nothing was changed)."""
+    from engine import actions, monitor, tracing
+    from engine.app import broker
+    from engine.errors import PublishError
+    from engine.events.schemas import PsdWorkflowCompleted, PsdWorkflowFailed, TaskSucceeded
+
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    try:
+        if action == "replay":
+            outcome = await actions.replay_dead_letter(broker, target)
+        elif action == "cancel":
+            outcome = await actions.cancel_workflow(broker, target, reason)
+        elif action == "retry":
+            outcome = await actions.retry_workflow(broker, target)
+        else:
+            outcome = await actions.resubmit_workflow(broker, target)
+    except actions.ActionRefused as exc:
+        print(f"onemanage: {action} refused: {exc}", file=sys.stderr)
+        return 2
+    except PublishError as exc:  # says whether it may happen anyway
+        print(f"onemanage: {action}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{outcome.new_id or outcome.target}  {outcome.detail}", flush=True)
+    if not wait:
+        return 0
+    followed = outcome.new_id or outcome.target
+    async for event in monitor.follow(broker, since):
+        if followed not in tracing.ids_of(event) or not tracing.ended(followed, event):
+            continue
+        line = _describe(event) or event.event_type
+        print(f"{followed[:8]}: {line}", flush=True)
+        if action == "cancel":
+            return (
+                0 if isinstance(event, PsdWorkflowFailed) and event.error_code == "cancelled" else 1
+            )
+        return 0 if isinstance(event, PsdWorkflowCompleted | TaskSucceeded) else 1
+    return 1
+
+
+def _add_action(commands: Any, name: str, target: str, what: str, help_text: str) -> Any:
+    """A subcommand for one operator action, with --wait and the exit codes in its help."""
+    parser = commands.add_parser(
+        name,
+        help=help_text,
+        description=f"{help_text}. Exit codes: 0 done (or queued, without --wait), 1 the "
+        "outcome failed (with --wait) or the server could not confirm the action, 2 refused "
+        "(a line with the reason's code; nothing was changed) or not allowed.",
+    )
+    parser.add_argument(target, help=f"{what}, or a unique prefix of it")
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="follow until the outcome; exit 1 on failure (default: return once queued)",
+    )
+    return parser
+
+
 async def _artefacts(workflow_id: str, out: Path) -> int:
     from engine.app import broker
     from engine.downloads import DownloadError, download_artefacts
@@ -797,6 +856,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     trace.set_defaults(func=cmd_trace)
 
+    replay = _add_action(
+        commands, "replay", "id", "the dead-lettered task's id or its dead letter's event id",
+        "send a dead-lettered task's stored payload again as a new task, linked to it",
+    )  # fmt: skip
+    replay.set_defaults(func=lambda args: _client(lambda: _act("replay", args.id, "", args.wait)))
+    cancel = _add_action(
+        commands, "cancel", "workflow_id", "the workflow's id",
+        "end a running, queued or stuck workflow with one failure of code cancelled",
+    )  # fmt: skip
+    cancel.add_argument(
+        "--reason", default="", metavar="TEXT",
+        help="why, shown in the failure's message (default: none)",
+    )  # fmt: skip
+    cancel.set_defaults(
+        func=lambda args: _client(lambda: _act("cancel", args.workflow_id, args.reason, args.wait))
+    )
+    for name, text in (
+        ("retry", "run a failed (or cancelled) workflow again from its stored input, linked"),
+        ("resubmit", "run any workflow's stored input again as a new workflow, linked"),
+    ):
+        again = _add_action(commands, name, "workflow_id", "the workflow's id", text)
+        again.set_defaults(
+            func=lambda args, name=name: _client(
+                lambda: _act(name, args.workflow_id, "", args.wait)
+            )
+        )
+
     check = commands.add_parser(
         "check",
         help="health check: connection, streams, workers (exit 0 ok, 1 warning, 2 critical, "
@@ -816,6 +902,10 @@ def build_parser() -> argparse.ArgumentParser:
 ROLE_OF_COMMAND = {
     "worker": "worker",
     "submit": "operator",
+    "replay": "operator",
+    "cancel": "operator",
+    "retry": "operator",
+    "resubmit": "operator",
     "status": "viewer",
     "check": "viewer",
     "events": "viewer",

@@ -17,8 +17,8 @@ workflow fails at once; an orchestrator it gave up on is ended, failed, by the
 ``workflow-dead-letters`` listener.
 
 The orchestrator announces its workflow (PsdWorkflowSubmitted, the submitter's
-event id) when it starts, so a submitter that died after its kick still leaves
-an announced workflow. A cancel (``psd.cancel``, kicked by an operator) ends
+event id) when its first delivery starts, so a submitter that died after its
+kick still leaves an announced workflow. A cancel (``psd.cancel``, kicked by an operator) ends
 the workflow with its one outcome, a failure of code ``cancelled``, and leaves a
 mark the orchestrator looks at when it starts, between steps and before its
 outcome: a cancelled orchestrator stops there and publishes nothing more.
@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError
@@ -207,10 +208,15 @@ async def process_psd(
     """
     run = WorkflowRun(workflow_id, filename)
     try:
-        await publish_event(
-            broker, announcement(workflow_id, input_key, filename, size_bytes, resubmitted_from)
-        )
         await stop_if_cancelled(workflow_id)
+        delivery = broker.delivery(workflow_id)
+        if delivery is None or delivery.attempt == 1:
+            # Not again on a redelivery: this workflow may have ended meanwhile, and an
+            # announcement stored after its outcome would make readers think it open again.
+            await publish_event(
+                broker,
+                announcement(workflow_id, input_key, filename, size_bytes, resubmitted_from),
+            )
         return await _run(run, input_key, size_bytes)
     except WorkflowCancelled:
         raise
@@ -322,7 +328,8 @@ async def _where(workflow_id: str, story: list[PsdWorkflowEvent]) -> str:
         after = STEPS.index(done[-1]) + 1 if done[-1] in STEPS else len(STEPS)
         return STEPS[after] if after < len(STEPS) else "manifest"
     submitted = next((e for e in story if isinstance(e, PsdWorkflowSubmitted)), None)
-    since = submitted.timestamp if submitted is not None else 1
+    # Announced after its kick: its orchestrator may have started a moment before.
+    since = submitted.timestamp - timedelta(minutes=1) if submitted is not None else 1
     async for delivered in monitor.read_history(broker, since, "events.task.started"):
         event = parse_event(delivered.data, delivered.subject)
         if isinstance(event, TaskStarted) and event.task_id == workflow_id:

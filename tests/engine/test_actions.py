@@ -7,6 +7,7 @@ where the server's deduplication has had its say.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -40,7 +41,7 @@ from engine.services.samples import make_demo_psd
 from engine.submit import kick, submit_psd
 from engine.tasks.names import PROCESS_LABELS, PROCESS_TASK, announcement, submitted_event_id
 from engine.tracing import ids_of
-from tests.support.harness import EventCollector, WorkerProcess, stored_events
+from tests.support.harness import EventCollector, WorkerProcess, onemanage, stored_events
 from tests.support.psd_factory import with_layer_info_overrun
 from tests.support.tasks import FlakyEvent, transient_until, wait_for_file
 
@@ -275,3 +276,41 @@ def test_the_viewer_may_only_download_and_copy() -> None:
         assert refusal("operator", action) is None
     assert refusal("viewer", "download") is None and refusal("viewer", "copy") is None
     assert "no action" in (refusal("operator", "explode") or "")
+
+
+async def test_the_cli_acts_as_the_operator_and_says_how_by_its_exit_code(
+    client: OneManageBroker,
+    events: EventCollector,
+    start_workers: Callable[..., WorkerProcess],
+) -> None:
+    """0 done, 1 the outcome failed (--wait), 2 refused: one line on stderr with the code."""
+    worker = start_workers(processes=1)
+    await worker.ready(events)
+    for command in (("cancel", uuid.uuid4().hex), ("replay", uuid.uuid4().hex)):
+        missing = await asyncio.to_thread(onemanage, *command)
+        assert missing.returncode == 2, missing.stderr
+        assert missing.stderr.count("\n") == 1 and "refused: not_found: " in missing.stderr
+
+    key = await storage.put_input(client, DEMO)
+    stuck = uuid.uuid4().hex
+    await publish_event(client, announcement(stuck, key, "cli.psd", len(DEMO)))
+    cancelled = await asyncio.to_thread(
+        onemanage, "cancel", stuck[:12], "--reason", "cli", "--wait"
+    )
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert (
+        f"workflow {stuck[:8]} cancel queued" in cancelled.stdout
+        and "cancelled" in cancelled.stdout
+    )
+
+    retried = await asyncio.to_thread(onemanage, "retry", stuck, "--wait")
+    assert retried.returncode == 0, retried.stdout + retried.stderr
+    new_id = retried.stdout.split()[0]
+    assert new_id != stuck and "completed" in retried.stdout.lower()
+    again = await asyncio.to_thread(onemanage, "retry", new_id)
+    assert again.returncode == 2 and "refused: wrong_state: " in again.stderr
+
+    bad = (await submit_psd(client, with_layer_info_overrun(DEMO), "bad.psd")).workflow_id
+    await events.wait_for(_outcome(bad), timeout=120)
+    failing = await asyncio.to_thread(onemanage, "resubmit", bad, "--wait")
+    assert failing.returncode == 1, failing.stdout + failing.stderr

@@ -144,7 +144,8 @@ def test_a_wrong_url_fails_with_a_clear_error(tmp_path: Path) -> None:
 COMMANDS = [
     ["onemanage"],
     *(["onemanage", name] for name in
-      ("server", "worker", "status", "submit", "demo", "artefacts", "events", "trace", "check")),
+      ("server", "worker", "status", "submit", "demo", "artefacts", "events", "trace", "check",
+       "replay", "cancel", "retry", "resubmit")),
     ["onemanage-console"],
 ]  # fmt: skip
 

@@ -26,21 +26,23 @@ import pytest
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from engine import credentials, embedded, monitor, storage
+from engine.actions import ActionRefused, cancel_workflow
 from engine.app import create_broker
 from engine.blobs import BlobStore
 from engine.broker import OneManageBroker
 from engine.errors import PermissionDeniedError, PublishError
 from engine.events.publisher import publish_event
-from engine.events.schemas import TaskQueued, TaskSucceeded, parse_event
+from engine.events.schemas import PsdWorkflowFailed, TaskQueued, TaskSucceeded, parse_event
 from engine.events.stats import read_task_stats
 from engine.lanes import Lane
 from engine.publishing import subject_taken
-from engine.roles import PERMISSIONS, ROLES, SUBMISSION_TASK, Role
+from engine.roles import CONTROL_TASKS, PERMISSIONS, ROLES, SUBMISSION_TASK, Role, refusal
 from engine.serverconf import Plan, server_configs
 from engine.services.samples import make_demo_psd
 from engine.settings import Settings
 from engine.streams import EVENTS, INPUTS, INPUTS_PREFIX, TASKS
 from engine.submit import submit_psd
+from engine.tasks.names import announcement
 from tests.support.cluster import Cluster, ClusterNode
 from tests.support.harness import ROOT
 from tests.support.waiting import eventually
@@ -439,3 +441,44 @@ async def test_a_cluster_from_the_generated_configs(tmp_path: Path) -> None:
         for broker in brokers:
             await broker.shutdown()
         cluster.stop()
+
+
+async def test_only_the_operator_may_ask_for_a_cancel_or_a_replay(secured: Secured) -> None:
+    """The viewer is refused by the server (and refusal() says why before it tries); the
+    operator's request is queued for a worker, but it still may not publish an outcome."""
+    worker = await secured.broker("worker")
+    workflow_id = uuid.uuid4().hex
+    key = storage.input_key(DEMO)
+    await publish_event(worker, announcement(workflow_id, key, "demo.psd", len(DEMO)))
+    viewer = await secured.broker("viewer")
+    assert refusal("viewer", "cancel") is not None
+    for subject in CONTROL_TASKS:
+        await _refused(
+            secured, "viewer", f"kick {subject}", viewer.publish(subject, b"{}", uuid.uuid4().hex)
+        )
+    with pytest.raises(ActionRefused) as before:  # asked before anything is sent
+        await cancel_workflow(viewer, workflow_id)
+    assert (before.value.code, before.value.message) == ("not_allowed", refusal("viewer", "cancel"))
+    # A client that believes it is an operator, with a viewer's credentials: the server
+    # refuses, and the action says so the same way.
+    mistaken = create_broker(secured.settings("viewer"))
+    await mistaken.startup()
+    try:
+        mistaken.role = "operator"
+        with pytest.raises(ActionRefused) as denied:
+            await cancel_workflow(mistaken, workflow_id)
+        assert denied.value.code == "not_allowed"
+        assert denied.value.message.startswith("permission denied: ")
+    finally:
+        await mistaken.shutdown()
+    secured.outcomes.append(("viewer", "cancel a workflow", str(denied.value)))
+    operator = await secured.broker("operator")
+    queued = await cancel_workflow(operator, workflow_id)
+    assert queued.target == workflow_id
+    stored = await worker.js.get_msg(TASKS, subject=CONTROL_TASKS[0])
+    assert workflow_id.encode() in (stored.data or b"")
+    failed = PsdWorkflowFailed(
+        workflow_id=workflow_id, filename="demo.psd", step="queued", error_code="cancelled",
+        error_message="forged",
+    )  # fmt: skip
+    await _refused(secured, "operator", "publish an outcome", publish_event(operator, failed))
