@@ -350,6 +350,10 @@ class ConsoleState:
             )
             self.rows[key] = row
             self._evict()
+        elif kind == "workflow" and row.kind == "task":
+            # Its orchestrator's task was kicked before the workflow was announced, so
+            # its task events can come first: the row is the workflow's from now on.
+            row.kind, row.name = "workflow", name
         return row
 
     def _advance(self, row: Row, state: str, event: BaseEvent) -> bool:
