@@ -178,6 +178,39 @@ def test_an_activity_follows_its_new_row_to_the_end() -> None:
     assert log.about("old" + "0" * 29) == log.about("new" + "0" * 29) == [replay.text]
 
 
+async def test_the_footer_and_the_palette_offer_what_applies_to_the_selected_row() -> None:
+    """Offline: a stuck workflow selected offers cancel, a dead letter replay; never both."""
+    state = ConsoleState()
+    stuck, dead = "5" * 32, "d" * 32
+    state.fold(
+        PsdWorkflowSubmitted(
+            workflow_id=stuck, filename="p.psd", correlation_id=stuck, input_key="k",
+            size_bytes=1, timestamp=utc_now() - timedelta(hours=1),
+        )
+    )  # fmt: skip
+    state.fold(
+        TaskDeadLettered(
+            task_id=dead, task_name="t", correlation_id=dead, stream="TASKS",
+            consumer="workers", stream_seq=1, deliveries=3,
+        )
+    )  # fmt: skip
+    app = ToldApp(state=state, connect=False)
+    async with app.run_test(size=SIZE) as pilot:
+        for key, offered in ((stuck, {"cancel", "resubmit", "copy"}), (dead, {"replay", "copy"})):
+            await select(pilot, app, key)
+            row = await until(pilot, app.action_row)
+            assert row.key == key
+            shown = {n for n in actions.SPECS if app.check_action("act", (n,))}
+            assert shown == offered, key
+            titles = {c.title for c in app.get_system_commands(app.screen)}
+            for name in actions.SPECS:
+                label = f"{actions.SPECS[name].label} {app.state.rows[key].kind} {key[:8]}"
+                assert (label in titles) == (name in offered), label
+        assert app.state.rows[stuck].shown_state == "stuck"
+        await pilot.press("y")  # copy: reading, works offline too
+        await until(pilot, lambda: saying(app, "copied task id", dead))
+
+
 # -- submission that cannot strand -------------------------------------------------------
 
 
