@@ -327,6 +327,10 @@ class ConsoleState:
             trace = self.traces[correlation] = []
         else:
             self.traces.move_to_end(correlation)
+            if isinstance(event, PsdWorkflowSubmitted) and any(
+                seen.event_id == event.event_id for seen in trace
+            ):
+                return  # announced again by its orchestrator, past the duplicate window
         if len(trace) >= self.trace_cap:  # one busy id must not take the whole budget
             del trace[0]
             self._trace_events -= 1

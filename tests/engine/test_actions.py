@@ -8,6 +8,7 @@ where the server's deduplication has had its say.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,7 @@ from engine.broker import OneManageBroker
 from engine.events.publisher import publish_event
 from engine.events.schemas import (
     BaseEvent,
+    PsdStepCompleted,
     PsdWorkflowCompleted,
     PsdWorkflowFailed,
     PsdWorkflowSubmitted,
@@ -98,6 +100,11 @@ async def test_a_dead_letter_replayed_runs_as_a_new_task_linked_to_the_original(
     assert original.task_id in ids_of(replayed)
     result = await client.result_backend.get_result(outcome.new_id)
     assert result.return_value == "ran"
+    traced = await asyncio.to_thread(onemanage, "trace", original.task_id, "--json")
+    assert traced.returncode == 0, traced.stderr
+    story = json.loads(traced.stdout)["events"]
+    assert any(e["event_type"] == "task.replayed" for e in story)
+    assert any(e.get("task_id") == outcome.new_id for e in story)  # the new run, in its trace
 
 
 async def test_an_events_dead_letter_is_not_replayable(
@@ -314,3 +321,23 @@ async def test_the_cli_acts_as_the_operator_and_says_how_by_its_exit_code(
     await events.wait_for(_outcome(bad), timeout=120)
     failing = await asyncio.to_thread(onemanage, "resubmit", bad, "--wait")
     assert failing.returncode == 1, failing.stdout + failing.stderr
+
+
+def test_a_workflow_announced_twice_folds_once_in_the_console() -> None:
+    """The orchestrator's announcement stored past EVENTS' duplicate window changes nothing."""
+    from console.state import ConsoleState
+
+    state = ConsoleState()
+    state.fold(announcement("wf-twice", "sha256-k", "a.psd", 5))
+    state.fold(
+        PsdStepCompleted(
+            workflow_id="wf-twice", filename="a.psd", step="validate", duration_ms=1,
+            correlation_id="wf-twice",
+        )
+    )  # fmt: skip
+    state.fold(announcement("wf-twice", "sha256-k", "a.psd", 5))
+    row = state.rows["wf-twice"]
+    assert (row.state, row.steps) == ("running", [("validate", 1.0)])
+    assert [e.event_type for e in state.trace("wf-twice")] == [
+        "psd.workflow.submitted", "psd.step.completed",
+    ]  # fmt: skip
