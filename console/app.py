@@ -390,9 +390,13 @@ class ConsoleApp(App[None]):
     # -- operator actions ---------------------------------------------------------
 
     def start_actions(self) -> None:
-        """The stuck threshold is the alerts' (engine.alerts); a tick follows actions."""
+        """The stuck threshold is the alerts' (engine.alerts); a tick follows actions.
+
+        An offline view reads no settings: its state is all it shows.
+        """
         try:
-            self.state.stuck_after_s = load_thresholds(self.broker.settings).stuck_after_s
+            if self.connect:
+                self.state.stuck_after_s = load_thresholds(self.broker.settings).stuck_after_s
         except ThresholdsError as exc:
             self.notify(f"{exc}; stuck after the default", title="alerts", severity="warning")
         self.set_interval(1 / ACTIONS_HZ, self.follow_actions)

@@ -45,7 +45,7 @@ from engine.events.schemas import (
 from engine.identity import utc_now
 from engine.results import await_result
 from engine.services.samples import make_demo_psd
-from engine.settings import load_settings
+from engine.settings import Settings, load_settings
 from engine.submit import submit_psd
 from tests.console.test_app import SIZE, text_of
 from tests.support.harness import EventCollector, WorkerProcess, stored_events
@@ -194,7 +194,9 @@ async def test_the_footer_and_the_palette_offer_what_applies_to_the_selected_row
             consumer="workers", stream_seq=1, deliveries=3,
         )
     )  # fmt: skip
-    app = ToldApp(state=state, connect=False)
+    # A broker of its own, never started: the process's one must not read its settings before
+    # the session's server is up (the client fixture sets them).
+    app = ToldApp(state=state, connect=False, connection=create_broker(Settings()))
     async with app.run_test(size=SIZE) as pilot:
         for key, offered in ((stuck, {"cancel", "resubmit", "copy"}), (dead, {"replay", "copy"})):
             await select(pilot, app, key)
