@@ -33,10 +33,12 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 
+from console import actions
 from console import config as console_config
 from console.format import age
 from console.pump import Pump
-from console.state import ConsoleState, clock_time
+from console.state import ConsoleState, Row, clock_time
+from console.widgets.confirm import ConfirmScreen
 from console.widgets.consumers import ConsumerLag
 from console.widgets.detail import DetailScreen
 from console.widgets.failures import Failures
@@ -47,10 +49,14 @@ from console.widgets.streams import StreamHealth
 from console.widgets.submit import SubmitScreen
 from console.widgets.task_flow import TaskFlow
 from console.widgets.workers import Workers
-from engine import alerts, embedded, monitor
+from engine import embedded, monitor, roles
+from engine.actions import ActionRefused
+from engine.alerts import ThresholdsError, load_thresholds
 from engine.app import broker
 from engine.broker import OneManageBroker
 from engine.credentials import PRIVATE_FILE, append_private, private_dir
+from engine.downloads import DownloadError, download_artefacts
+from engine.errors import PermissionDeniedError
 from engine.eventlines import parse_duration
 from engine.identity import HOST
 from engine.parentdeath import terminate_with_parent
@@ -60,6 +66,7 @@ logger = logging.getLogger(__name__)
 
 REFRESH_HZ = 10
 SERVER_CHECK_SECONDS = 1.0  # how often the console looks whether its embedded server died
+ACTIONS_HZ = 4  # actions under way, stuck rows and the footer's action keys are looked at
 ALERT_LINES = 3  # the banner's height at most (console.tcss)
 
 
@@ -92,6 +99,13 @@ class ConsoleApp(App[None]):
         Binding("s", "submit", "Submit", id="submit"),
         Binding("d", "demo", "Demo PSD", id="demo"),
         Binding("escape", "back", "Back", id="back", show=False),
+        # On the selected row or the detail shown; the footer shows those that apply there.
+        Binding("x", "act('cancel')", "Cancel", id="cancel"),
+        Binding("r", "act('retry')", "Retry", id="retry"),
+        Binding("R", "act('replay')", "Replay", id="replay"),
+        Binding("u", "act('resubmit')", "Resubmit", id="resubmit"),
+        Binding("w", "act('download')", "Download", id="download"),
+        Binding("y", "act('copy')", "Copy id", id="copy_id"),
     ]
 
     def __init__(
@@ -112,6 +126,8 @@ class ConsoleApp(App[None]):
         self.backend = "connecting…" if connect else "offline view"
         self.state.connection.connecting = connect  # no "unreachable" before an answer
         self.config_problems: list[str] = []
+        self.action_log = actions.ActionLog()
+        self._action_keys: tuple[object, ...] = ()
 
     # -- layout -------------------------------------------------------------------
 
@@ -134,6 +150,7 @@ class ConsoleApp(App[None]):
         self.query_one("#task-rows").focus()
         self.refresh_views()
         self.set_interval(1 / REFRESH_HZ, self.refresh_views)
+        self.start_actions()
         if self.connect:
             self.start_backend()
 
@@ -142,7 +159,14 @@ class ConsoleApp(App[None]):
         from console.widgets import detail, submit
 
         found: list[Binding] = [b for b in self.BINDINGS if isinstance(b, Binding)]
-        for owner in (RowList, Panels, HelpScreen, submit.SubmitScreen, detail.DetailScreen):
+        for owner in (
+            RowList,
+            Panels,
+            HelpScreen,
+            submit.SubmitScreen,
+            detail.DetailScreen,
+            ConfirmScreen,
+        ):
             found += [b for b in owner.BINDINGS if isinstance(b, Binding)]
         return found
 
@@ -246,8 +270,7 @@ class ConsoleApp(App[None]):
             logger.exception("console cannot start")
             return
         self.state.connection.url = redact(self.broker.servers()[0]).removeprefix("nats://")
-        with contextlib.suppress(alerts.ThresholdsError):  # `onemanage check` reports a bad file
-            self.state.gone_after_s = alerts.load_thresholds(settings).worker_gone_after_s
+        self._apply_thresholds()
         self.pump = Pump(self.state, self.broker, self.options.since)
         self.pump.start()
         if settings.embedded:
@@ -368,19 +391,17 @@ class ConsoleApp(App[None]):
     def action_resume(self) -> None:
         self.action_pause()
 
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("pause", "resume") and self.screen_stack:
-            flows = self.main.query(TaskFlow)
-            paused = bool(flows) and flows.first().paused
-            return paused == (action == "resume")
-        return True
-
     def on_row_list_chosen(self, event: RowList.Chosen) -> None:
         self.open_details(event.key)
 
     def open_details(self, key: str) -> None:
+        """The detail of ``key``; one already on top is replaced, so details never stack."""
         fetch = functools.partial(monitor.artefact, self.broker) if self.connect else None
-        self.push_screen(DetailScreen(self.state, key, fetch))
+        screen = DetailScreen(self.state, key, fetch, self.action_log.about)
+        if isinstance(self.screen, DetailScreen):
+            self.switch_screen(screen)
+        else:
+            self.push_screen(screen)
 
     def action_submit(self) -> None:
         if not self._can_submit():
@@ -399,9 +420,13 @@ class ConsoleApp(App[None]):
         self.notify("not connected to a server", severity="error")
         return False
 
-    @work(exclusive=True, group="demo")
+    @work(group="demo")
     async def action_demo(self) -> None:
-        """Submit a generated layered PSD, so a new user sees a whole workflow."""
+        """Submit a generated layered PSD, so a new user sees a whole workflow.
+
+        Each press is its own worker and its submission is shielded: a later press,
+        or leaving, never cancels one half done (that stranded a workflow once).
+        """
         if not self._can_submit():
             return
         from engine.services.samples import make_demo_psd
@@ -409,12 +434,129 @@ class ConsoleApp(App[None]):
 
         data = await asyncio.to_thread(make_demo_psd)
         try:
-            submission = await submit_psd(self.broker, data, "demo.psd")
+            submission = await asyncio.shield(submit_psd(self.broker, data, "demo.psd"))
         except Exception as exc:
             self.notify(f"demo not submitted: {exc}", severity="error")
             return
         self.notify(f"demo workflow {submission.workflow_id[:8]} started", timeout=4)
         self.open_details(submission.workflow_id)
+
+    # -- operator actions ---------------------------------------------------------
+
+    def _apply_thresholds(self) -> None:
+        """Stuck and gone mean what the engine's alerts mean (engine.alerts), one file for both.
+
+        An offline view reads no settings: its state is all it shows.
+        """
+        try:
+            limits = load_thresholds(self.broker.settings)
+        except ThresholdsError as exc:  # `onemanage check` reports it too
+            self.notify(f"{exc}; the defaults apply", title="alerts", severity="warning")
+            return
+        self.state.stuck_after_s = limits.stuck_after_s
+        self.state.gone_after_s = limits.worker_gone_after_s
+
+    def start_actions(self) -> None:
+        """A tick follows the actions under way and marks stuck rows."""
+        self.set_interval(1 / ACTIONS_HZ, self.follow_actions)
+
+    def follow_actions(self) -> None:
+        """Stuck rows marked, actions moved on from the events, the footer's keys kept true."""
+        self.state.mark_stuck()
+        for activity in self.action_log.follow(self.state):
+            self.notify(activity.text, title=activity.name, timeout=8)
+        row = self.action_row()
+        keys = (id(self.screen), row.key if row else None, row.shown_state if row else None)
+        if keys != self._action_keys:
+            self._action_keys = keys
+            self.refresh_bindings()
+
+    def action_row(self) -> Row | None:
+        """What an action acts on: the detail shown, else the selected row of a list."""
+        screen = self.screen
+        if isinstance(screen, DetailScreen):
+            return screen.row
+        if screen is self.main and isinstance(self.focused, RowList):
+            return self.focused.current
+        return None
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Pause or Resume, whichever applies; an operator action's key only where it applies."""
+        if action in ("pause", "resume") and self.screen_stack:
+            flows = self.main.query(TaskFlow)
+            paused = bool(flows) and flows.first().paused
+            return paused == (action == "resume")
+        if action == "act" and parameters:
+            return actions.applies(str(parameters[0]), self.action_row())
+        return True
+
+    def action_act(self, name: str) -> None:
+        self.act(name, self.action_row())
+
+    def act(self, name: str, row: Row | None) -> None:
+        """Refused (the role), or asked (what, to which id), then run; a copy just copies."""
+        spec = actions.SPECS[name]
+        if row is None or not spec.applies(row):
+            self.notify(f"{spec.label}: nothing selected it applies to", severity="warning")
+            return
+        refusal = roles.refusal(self.broker.role, name)
+        if refusal is not None:
+            self.notify(
+                f"{refusal}; for this console: onemanage-console --role operator",
+                title=f"{spec.label} refused",
+                severity="error",
+                timeout=10,
+            )
+            return
+        if not spec.acts:
+            self.copy_to_clipboard(row.key)
+            self.notify(f"copied {row.kind} id {row.key}", title="Copy id", timeout=10)
+            return
+        if not self._can_submit():
+            return
+        field_ = None
+        if name == "download":
+            field_ = str(actions.download_dir(row.key, Path.cwd()))
+        key = row.key
+
+        def answered(answer: str | None) -> None:
+            if answer is not None:
+                self.perform_action(name, key, Path(answer).expanduser() if answer else None)
+
+        self.push_screen(ConfirmScreen(f"{spec.label}?", spec.question(row), field_), answered)
+
+    @work(group="actions")
+    async def perform_action(self, name: str, target: str, out: Path | None) -> None:
+        """One confirmed action; shielded, so leaving a screen never cuts it half done."""
+        activity = self.action_log.start(name, target)
+        try:
+            if name == "download":
+                assert out is not None
+
+                def progress(written: int, total: int) -> None:
+                    activity.written = (written, total)
+                    activity.text = f"download {target[:8]}: {written}/{total} files"
+
+                written = await asyncio.shield(
+                    download_artefacts(self.broker, target, out, progress)
+                )
+                activity.finished(f"{len(written)} files written to {out}")
+            else:
+                activity.accepted(await asyncio.shield(actions.perform(self.broker, name, target)))
+                self.notify(activity.text, title=name, timeout=4)
+        except (ActionRefused, PermissionDeniedError, DownloadError) as exc:
+            activity.refused(str(exc))
+        except Exception as exc:  # the server away, a timeout: said, never swallowed
+            logger.exception("action %s on %s", name, target)
+            activity.failed(redact(f"{type(exc).__name__}: {exc}"))
+        if activity.ended:  # at once: the tick would say it too, a little later
+            activity.notified = True
+            self.notify(
+                activity.text,
+                title=name,
+                severity="information" if activity.stage == "done" else "error",
+                timeout=10,
+            )
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
@@ -439,6 +581,16 @@ class ConsoleApp(App[None]):
                 f"The whole story of {current.name}",
                 lambda: self.open_details(current.key),
             )
+        target = screen.row if isinstance(screen, DetailScreen) else None
+        if screen is self.main and isinstance(screen.focused, RowList):
+            target = screen.focused.current
+        for spec in actions.SPECS.values():
+            if target is not None and spec.applies(target):
+                yield SystemCommand(
+                    f"{spec.label} {target.kind} {target.key[:8]}",
+                    spec.question(target).splitlines()[0],
+                    functools.partial(self.act, spec.name, target),
+                )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -466,6 +618,13 @@ def main(argv: list[str] | None = None) -> int:
         help="a module defining your own event types, so they read as events "
         "(repeatable; default: none)",
     )
+    parser.add_argument(
+        "--role",
+        choices=("operator", "viewer"),
+        default="operator",
+        help="whose credentials to connect with: operator submits and acts on tasks and "
+        "workflows, viewer only watches (default: operator)",
+    )
     args = parser.parse_args(argv)
     for module in args.imports:
         importlib.import_module(module)
@@ -478,7 +637,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     log_path.chmod(PRIVATE_FILE)
     redact_logging()
-    broker.role = "operator"  # it watches and submits (engine.roles)
+    broker.role = args.role  # operator: watches, submits and acts; viewer: watches (engine.roles)
     options = ConsoleOptions(
         since=args.since, with_worker=args.with_worker, config_path=args.config
     )

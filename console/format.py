@@ -19,6 +19,7 @@ STATE_STYLES = {
     "completed": "bold green",
     "failed": "bold red",
     "dead_lettered": "bold white on red",
+    "stuck": "bold black on yellow",
 }
 
 

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from engine.alertbook import Book
+from engine.alerts import Thresholds
 from engine.counts import Counts, counts, is_workflow, label
 from engine.events.schemas import (
     AlertCleared,
@@ -24,6 +25,7 @@ from engine.events.schemas import (
     BaseEvent,
     PsdStepCompleted,
     PsdWorkflowCompleted,
+    PsdWorkflowEvent,
     PsdWorkflowFailed,
     PsdWorkflowSubmitted,
     TaskDeadLettered,
@@ -38,14 +40,14 @@ from engine.events.schemas import (
 from engine.events.stats import TaskTypeStats
 from engine.events.windows import WindowFigures, window
 from engine.identity import utc_now
-from engine.liveness import MISSED_BEATS, command_of
+from engine.liveness import MISSED_BEATS, Liveness, command_of
 from engine.monitor import ConsumerFigures, StreamFigures, missed_events
 from engine.streams import TASKS
 
 Clock = Callable[[], datetime]
 RowKind = Literal["task", "workflow"]
 WorkerState = Literal["alive", "lost", "stopped", "unjudged"]
-GONE_AFTER_S = 600.0  # engine.alerts.Thresholds.worker_gone_after_s, unless the app sets it
+GONE_AFTER_S = Thresholds().worker_gone_after_s  # the alerts' default, unless the app sets it
 MAX_GONE = 10_000
 
 # A state only moves forward: events of one task can arrive out of order.
@@ -85,6 +87,12 @@ class Row:
     error_message: str | None = None
     steps: list[tuple[str, float]] = field(default_factory=list)
     manifest: dict[str, object] | None = None
+    stuck: bool = False  # an open workflow without progress for too long (mark_stuck)
+
+    @property
+    def shown_state(self) -> str:
+        """The state as a person reads it: "stuck" says more than "running" there."""
+        return "stuck" if self.stuck else self.state
 
     @property
     def failed(self) -> bool:
@@ -303,6 +311,10 @@ class ConsoleState:
         self.caught_up = False
         self.version = 0  # bumped on every change, so views redraw only when needed
         self.failures_version = 0  # bumped when a row fails
+        # The engine's own view of open workflows (engine.liveness), fed by fold, so "stuck"
+        # here is what the stuck_workflows alert means; its threshold is the alert's.
+        self.liveness = Liveness(clock(), clock())
+        self.stuck_after_s = Thresholds().stuck_after_s
 
     # -- events -------------------------------------------------------------------
 
@@ -330,6 +342,8 @@ class ConsoleState:
             self._engine_alert(event)  # about the system, not part of a task's trace
             return
         self._trace(event)
+        if isinstance(event, PsdWorkflowEvent):
+            self.liveness.take(event)
         if isinstance(event, TaskEvent):
             self._task(event)
         elif isinstance(event, PsdWorkflowSubmitted | PsdStepCompleted):
@@ -373,6 +387,10 @@ class ConsoleState:
             )
             self.rows[key] = row
             self._evict()
+        elif kind == "workflow" and row.kind == "task":
+            # Its orchestrator's task was kicked before the workflow was announced, so
+            # its task events can come first: the row is the workflow's from now on.
+            row.kind, row.name = "workflow", name
         return row
 
     def _advance(self, row: Row, state: str, event: BaseEvent) -> bool:
@@ -519,6 +537,25 @@ class ConsoleState:
                     return
                 del self.rows[key]
                 self.evicted_rows += 1
+
+    def mark_stuck(self) -> list[str]:
+        """Flag the workflows without progress for ``stuck_after_s``; returns their ids.
+
+        The open workflows and their last progress are engine.liveness's, the
+        comparison the stuck_workflows alert's (engine.alerts): one definition.
+        """
+        late = {
+            wid for wid, seconds in self.liveness.stuck(self.clock())
+            if seconds >= self.stuck_after_s
+        }  # fmt: skip
+        changed = False
+        for row in self.rows.values():
+            stuck = row.kind == "workflow" and row.key in late and not row.done
+            if row.stuck != stuck:
+                row.stuck, changed = stuck, True
+        if changed:
+            self.version += 1
+        return sorted(late)
 
     # -- figures ------------------------------------------------------------------
 

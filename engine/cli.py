@@ -17,7 +17,6 @@ import json
 import logging
 import multiprocessing
 import os
-import re
 import shutil
 import signal
 import sys
@@ -683,43 +682,15 @@ def _add_action(commands: Any, name: str, target: str, what: str, help_text: str
 
 
 async def _artefacts(workflow_id: str, out: Path) -> int:
-    from engine import monitor, tracing
     from engine.app import broker
-    from engine.events.schemas import PsdWorkflowFailed
-    from engine.storage import StorageError, artefact_key, get_artefact
+    from engine.downloads import DownloadError, download_artefacts
 
-    if not re.fullmatch(r"[0-9a-f]{32}", workflow_id):  # a prefix (the console shows 8)
-        recent = await monitor.recent_events(broker, timedelta(days=7), "events.psd.>")
-        try:
-            workflow_id = tracing.resolve(workflow_id, recent)
-        except tracing.AmbiguousIdError as exc:
-            print(f"onemanage: {exc}; give more of it", file=sys.stderr)
-            return 2
-        except tracing.IdNotFoundError:
-            pass  # its events may have expired while its artefacts are kept: try it as it is
     try:
-        manifest = json.loads(
-            await get_artefact(broker, artefact_key(workflow_id, "manifest.json"))
-        )
-    except StorageError:
-        for event in await monitor.recent_events(broker, timedelta(days=7), "events.psd.>"):
-            if isinstance(event, PsdWorkflowFailed) and event.workflow_id == workflow_id:
-                print(f"workflow {workflow_id} failed at step {event.step}: "
-                      f"{event.error_code}: {event.error_message}", file=sys.stderr)  # fmt: skip
-                return 1
-        print(f"no artefacts for workflow {workflow_id} (unknown, still running, or expired)",
-              file=sys.stderr)  # fmt: skip
-        return 1
-    out.mkdir(parents=True, exist_ok=True)
-    wanted = [("preview.png", manifest["preview"]["key"]),
-              ("thumbnail.png", manifest["preview"]["thumbnail_key"])]  # fmt: skip
-    wanted += [(f"layers/{Path(i['key']).name}", i["key"]) for i in manifest["layer_images"]]
-    for name, key in wanted:
-        target = out / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(await get_artefact(broker, key))
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    print(f"{len(wanted)} files and manifest.json written to {out}")
+        written = await download_artefacts(broker, workflow_id, out)
+    except DownloadError as exc:
+        print(f"onemanage: {exc}" if exc.code == "ambiguous_id" else str(exc), file=sys.stderr)
+        return 2 if exc.code == "ambiguous_id" else 1
+    print(f"{len(written) - 1} files and manifest.json written to {out}")
     return 0
 
 

@@ -110,10 +110,11 @@ class Liveness:
                     self.beats[event.worker_id] = event
                     self.gone.pop(event.worker_id, None)  # it beats again
                 elif isinstance(event, PsdWorkflowEvent):
-                    self._progress(event)
+                    self.take(event)
             self._positions[subject] = reader.position
 
-    def _progress(self, event: PsdWorkflowEvent) -> None:
+    def take(self, event: PsdWorkflowEvent) -> None:
+        """One workflow event, read here or by another reader (the console folds its own)."""
         if isinstance(event, PsdWorkflowCompleted | PsdWorkflowFailed):
             self.open.pop(event.workflow_id, None)
         elif isinstance(event, PsdWorkflowSubmitted | PsdStepCompleted):

@@ -35,13 +35,16 @@ from engine.events.schemas import (
     PsdWorkflowCompleted,
     PsdWorkflowEvent,
     PsdWorkflowFailed,
+    PsdWorkflowSubmitted,
     TaskDeadLettered,
     TaskEvent,
     TaskFailed,
+    TaskReplayed,
     TaskSucceeded,
 )
 
 Fetcher = Callable[[str], Awaitable[bytes]]
+Activity = Callable[[str], list[str]]  # key -> what operator actions did to it, oldest first
 REFRESH_SECONDS = 0.5
 NARROW_BELOW = 140  # columns: under this the event JSON goes below the timeline
 BAR_WIDTH = 10
@@ -120,7 +123,7 @@ def header_text(row: Row | None, key: str, events: list[BaseEvent], evicted: boo
     text = Text.assemble(
         (row.name, "bold"),
         "  ",
-        (f" {row.state} ", f"reverse bold {state_style(row.state)}".strip()),
+        (f" {row.shown_state} ", f"reverse bold {state_style(row.shown_state)}".strip()),
     )
     text.append(f"  {row.kind}", "dim")
     if evicted:
@@ -135,12 +138,44 @@ def header_text(row: Row | None, key: str, events: list[BaseEvent], evicted: boo
     text.append("\n" + " · ".join(facts))
     ids = f"\ncorrelation {row.correlation_id}"
     text.append(ids if row.key == row.correlation_id else f"{ids} · {row.kind} {row.key}", "dim")
+    if row.stuck:
+        text.append(
+            f"\n⚠ no progress since {row.updated.astimezone():%H:%M:%S}: stuck (x cancels it)",
+            "bold yellow",
+        )
     if row.failed or row.state == "retrying":
         text.append("\n")
         text.append_text(_failure_text(row))
     elif row.steps:
         text.append("\n")
         text.append_text(_steps_text(row.steps))
+    return text
+
+
+def links_text(key: str, events: Iterable[BaseEvent]) -> Text:
+    """Where this one came from and what was made of it, as its events say (any console)."""
+    text = Text()
+    for event in events:
+        if isinstance(event, TaskReplayed) and event.replay_of == key:
+            text.append(f"\n↪ replayed as {event.new_task_id}", "cyan")
+        elif isinstance(event, TaskReplayed) and event.new_task_id == key:
+            text.append(f"\n↩ replay of dead-lettered task {event.replay_of}", "cyan")
+        elif (
+            isinstance(event, PsdWorkflowSubmitted)
+            and event.workflow_id == key
+            and event.resubmitted_from
+            and f"again of {event.resubmitted_from}" not in text.plain
+        ):
+            text.append(f"\n↩ again of workflow {event.resubmitted_from}", "cyan")
+    return text
+
+
+def activity_text(lines: list[str]) -> Text:
+    """The operator actions on this row and their outcome, newest last (at most three)."""
+    text = Text()
+    for line in lines[-3:]:
+        text.append("\n▸ ", "bold magenta")
+        text.append(line, "magenta")
     return text
 
 
@@ -408,7 +443,7 @@ class DetailScreen(Screen[None]):
 
     DEFAULT_CSS = """
     DetailScreen { layout: vertical; }
-    #detail-header { height: auto; max-height: 7; padding: 0 1; background: $boost; }
+    #detail-header { height: auto; max-height: 11; padding: 0 1; background: $boost; }
     #detail-tabs { height: 1fr; }
     #detail-tabs > ContentSwitcher { height: 1fr; }
     #detail-tabs TabPane { height: 1fr; padding: 0; }
@@ -433,6 +468,7 @@ class DetailScreen(Screen[None]):
         state: ConsoleState,
         key: str,
         fetch_artefact: Fetcher | None = None,
+        activity: Activity | None = None,
         *,
         name: str | None = None,
         id: str | None = None,
@@ -442,6 +478,8 @@ class DetailScreen(Screen[None]):
         self.state = state
         self.key = key
         self.fetch_artefact = fetch_artefact
+        self.activity = activity
+        self._activity: list[str] = []
         self.row: Row | None = None
         self.events: list[BaseEvent] = []
         self._correlation = key
@@ -500,11 +538,14 @@ class DetailScreen(Screen[None]):
 
     def refresh_from_state(self, force: bool = False) -> None:
         """Redraw from the state when it changed since the last look."""
-        if not force and self.state.version == self._seen_version:
+        activity = self.activity(self.key) if self.activity is not None else []
+        if not force and self.state.version == self._seen_version and activity == self._activity:
             return
-        self._seen_version = self.state.version
+        self._seen_version, self._activity = self.state.version, activity
         self._resolve()
         header = header_text(self.row, self.key, self.events, self.evicted and bool(self.row))
+        header.append_text(links_text(self.key, self.events))
+        header.append_text(activity_text(activity))
         self.query_one("#detail-header", Static).update(header)
         self._show_timeline()
         if self.has_artefacts:

@@ -48,8 +48,8 @@ def state_column(width: int = 11, grow: int = 2) -> Column:
     return Column(
         "state",
         width,
-        lambda row: row.state.replace("_", " "),
-        lambda row: state_style(row.state),
+        lambda row: row.shown_state.replace("_", " "),
+        lambda row: state_style(row.shown_state),
         grow=grow,
     )
 

@@ -122,6 +122,7 @@ class SubmitScreen(ModalScreen[str | None]):
     def on_mount(self) -> None:
         self.open_folder(self.start)
         self._sent, self._total = 0, 0
+        self._busy = False
         self.set_interval(0.1, self._show_progress)
 
     def _show_progress(self) -> None:
@@ -129,9 +130,23 @@ class SubmitScreen(ModalScreen[str | None]):
         if self._total:
             self.query_one(ProgressBar).update(total=self._total, progress=self._sent)
 
-    @work(exclusive=True, group="submit")
+    @work(group="submit")
     async def upload(self, path: Path) -> None:
-        """Check locally first (a wrong file is refused before any upload), then submit."""
+        """Check locally first (a wrong file is refused before any upload), then submit.
+
+        One upload at a time, never cancelled half done: a second Enter meanwhile is
+        refused, visibly, and the submission itself is shielded.
+        """
+        if self._busy:
+            self._say(f"busy: a submission is under way; {path.name} not submitted", "bold yellow")
+            return
+        self._busy = True
+        try:
+            await self._upload(path)
+        finally:
+            self._busy = False
+
+    async def _upload(self, path: Path) -> None:
         try:
             data = await asyncio.to_thread(
                 read_psd_file, path, self.broker.settings.max_upload_bytes
@@ -146,7 +161,7 @@ class SubmitScreen(ModalScreen[str | None]):
             self._sent, self._total = sent, total
 
         try:
-            submission = await submit_psd(self.broker, data, path.name, progress)
+            submission = await asyncio.shield(submit_psd(self.broker, data, path.name, progress))
         except Exception as exc:  # the server is away, a bucket is missing...
             self.remove_class("uploading")
             self._say(f"not submitted: {type(exc).__name__}: {exc}", "bold red")
