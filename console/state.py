@@ -553,8 +553,9 @@ class ConsoleState:
             stuck = row.kind == "workflow" and row.key in late and not row.done
             if row.stuck != stuck:
                 row.stuck, changed = stuck, True
-        if changed:
+        if changed:  # a stuck row that failed (cancelled) is in Failures: redraw both
             self.version += 1
+            self.failures_version += 1
         return sorted(late)
 
     # -- figures ------------------------------------------------------------------

@@ -142,6 +142,24 @@ def test_a_workflow_is_stuck_past_the_alerts_threshold_and_no_longer_once_it_mov
     assert actions.applies("retry", row) and actions.applies("resubmit", row)
 
 
+def test_a_stuck_workflow_cancelled_leaves_failures_showing_it_failed_not_stuck() -> None:
+    """The Failures panel redraws on failures_version: ending "stuck" must bump it."""
+    start = datetime(2026, 3, 14, 9, 0, tzinfo=UTC)
+    now = [start]
+    state = ConsoleState(clock=lambda: now[0])
+    common = {"workflow_id": "s" * 32, "filename": "a.psd", "correlation_id": "s" * 32}
+    state.fold(PsdWorkflowSubmitted(**common, input_key="k", size_bytes=1, timestamp=start))
+    now[0] = start + timedelta(seconds=state.stuck_after_s)
+    assert state.mark_stuck() == ["s" * 32]
+    failed = {"step": "queued", "error_code": "cancelled", "error_message": "m"}
+    state.fold(PsdWorkflowFailed(**common, **failed))
+    row = state.rows["s" * 32]
+    assert row.shown_state == "stuck"  # until the next look: the mark is the tick's
+    failures = state.failures_version
+    state.mark_stuck()
+    assert row.shown_state == "failed" and state.failures_version > failures
+
+
 def test_a_workflow_kicked_before_it_is_announced_is_one_workflow_row() -> None:
     """Submission kicks first, then announces: the orchestrator's task events come first."""
     state = ConsoleState()
