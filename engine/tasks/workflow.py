@@ -50,6 +50,7 @@ from engine.events.schemas import (
     TaskStarted,
     parse_event,
 )
+from engine.identity import utc_now
 from engine.results import await_result
 from engine.streams import RESULTS_BUCKET
 from engine.tasks.names import CANCEL_TASK, PROCESS_LABELS, PROCESS_TASK, announcement
@@ -356,6 +357,8 @@ async def cancel_psd(workflow_id: str, reason: str = "") -> dict[str, Any]:
     )
     step = await _where(workflow_id, story)
     filename = story[0].filename if story else "?"
+    # How long it lived, from its first event: "0 ms" would read as a workflow that never was.
+    lived_ms = (utc_now() - story[0].timestamp).total_seconds() * 1000 if story else 0.0
     ack = await publish_event(
         broker,
         PsdWorkflowFailed(
@@ -365,6 +368,7 @@ async def cancel_psd(workflow_id: str, reason: str = "") -> dict[str, Any]:
             step=step,
             error_code=WorkflowCancelled.code,
             error_message=why,
+            duration_ms=round(lived_ms, 3),
             correlation_id=workflow_id,
         ),
     )

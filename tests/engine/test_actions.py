@@ -11,6 +11,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -133,14 +134,17 @@ async def test_a_stuck_workflow_cancelled_ends_with_one_cancelled_failure(
     """Announced and never kicked, as the old submission could leave one."""
     key = await storage.put_input(client, DEMO)
     workflow_id = uuid.uuid4().hex
-    await publish_event(client, announcement(workflow_id, key, "stuck.psd", len(DEMO)))
+    announced = announcement(workflow_id, key, "stuck.psd", len(DEMO))
+    await publish_event(client, announced)
     worker = start_workers(processes=1)
     await worker.ready(events)
+    waited_ms = (datetime.now(UTC) - announced.timestamp).total_seconds() * 1000
     outcome = await cancel_workflow(client, workflow_id[:12], reason="test")
     assert (outcome.action, outcome.target, outcome.new_id) == ("cancel", workflow_id, None)
     (failed,) = await events.wait_for(_outcome(workflow_id))
     assert isinstance(failed, PsdWorkflowFailed)
     assert (failed.error_code, failed.step) == ("cancelled", "queued")
+    assert failed.duration_ms >= waited_ms  # how long it was stuck, not "0 ms"
     assert "test" in failed.error_message
     assert len(await _outcomes(client, workflow_id)) == 1
     refused = await _refused("wrong_state", cancel_workflow(client, workflow_id))
