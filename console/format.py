@@ -20,6 +20,7 @@ STATE_STYLES = {
     "failed": "bold red",
     "dead_lettered": "bold white on red",
     "stuck": "bold black on yellow",
+    "replayed": "cyan",  # a dead letter an operator sent again
 }
 
 

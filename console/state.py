@@ -32,6 +32,7 @@ from engine.events.schemas import (
     TaskEvent,
     TaskFailed,
     TaskQueued,
+    TaskReplayed,
     TaskStarted,
     TaskSucceeded,
     UnparsedEvent,
@@ -88,10 +89,14 @@ class Row:
     steps: list[tuple[str, float]] = field(default_factory=list)
     manifest: dict[str, object] | None = None
     stuck: bool = False  # an open workflow without progress for too long (mark_stuck)
+    replayed_as: str | None = None  # a dead letter an operator replayed: the new task's id
 
     @property
     def shown_state(self) -> str:
-        """The state as a person reads it: "stuck" says more than "running" there."""
+        """The state as a person reads it: "stuck" says more than "running" there, and a
+        dead letter that was replayed is dealt with."""
+        if self.state == "dead_lettered" and self.replayed_as:
+            return "replayed"
         return "stuck" if self.stuck else self.state
 
     @property
@@ -311,6 +316,7 @@ class ConsoleState:
         self.caught_up = False
         self.version = 0  # bumped on every change, so views redraw only when needed
         self.failures_version = 0  # bumped when a row fails
+        self.replayed: set[str] = set()  # dead letters replayed (their task ids)
         # The engine's own view of open workflows (engine.liveness), fed by fold, so "stuck"
         # here is what the stuck_workflows alert means; its threshold is the alert's.
         self.liveness = Liveness(clock(), clock())
@@ -348,6 +354,8 @@ class ConsoleState:
             self._task(event)
         elif isinstance(event, PsdWorkflowSubmitted | PsdStepCompleted):
             self._workflow_progress(event)
+        elif isinstance(event, TaskReplayed):
+            self._replayed(event)
         elif isinstance(event, PsdWorkflowCompleted | PsdWorkflowFailed):
             self._workflow_outcome(event)
 
@@ -462,6 +470,15 @@ class ConsoleState:
             row.steps.append((event.step, event.duration_ms))
             row.step = event.step
             self._advance(row, "running", event)
+
+    def _replayed(self, event: TaskReplayed) -> None:
+        """A dead letter an operator replayed is dealt with: its row and the banner say so."""
+        row = self.rows.get(event.replay_of)
+        if row is None or row.state != "dead_lettered":
+            return  # not one this console counted (older than its history)
+        row.replayed_as = event.new_task_id
+        self.replayed.add(row.key)
+        self.failures_version += 1
 
     def _workflow_outcome(self, event: PsdWorkflowCompleted | PsdWorkflowFailed) -> None:
         row = self._row(event.workflow_id, "workflow", f"psd {event.filename}", event, "submitted")
@@ -748,8 +765,9 @@ class ConsoleState:
                     f"(since {clock_time(raised.raised_at, now)})",
                 )
             )
-        if self.outcomes["dead_lettered"]:
-            alerts.append(Alert("error", f"{self.outcomes['dead_lettered']} dead-lettered task(s)"))
+        waiting = self.outcomes["dead_lettered"] - len(self.replayed)
+        if waiting > 0:
+            alerts.append(Alert("error", f"{waiting} dead-lettered task(s) not replayed"))
         self.age_workers()
         lost = [w for w in self.workers.values() if self.worker_state(w, now) == "lost"]
         if lost:

@@ -356,6 +356,13 @@ async def test_a_dead_letter_replayed_from_the_console_runs_linked_to_it(
         assert replayed.correlation_id == dead.correlation_id  # the original's trace has it
         result = await await_result(client, new_id, 30)
         assert result.return_value == 5  # the stored payload ran: add(2, 3)
+        # Dealt with: the original's row says so, and the banner no longer counts it.
+        original = app.state.rows[kicked.task_id]
+        await until(pilot, lambda: original.shown_state == "replayed")
+        assert kicked.task_id in app.state.replayed
+        waiting = app.state.outcomes["dead_lettered"] - len(app.state.replayed)
+        banner = [a.message for a in app.state.alerts() if "dead-lettered" in a.message]
+        assert banner == ([f"{waiting} dead-lettered task(s) not replayed"] if waiting else [])
         app.open_details(kicked.task_id)
         await until(pilot, lambda: isinstance(app.screen, DetailScreen))
         assert any(new_id[:8] in line for line in app.action_log.about(kicked.task_id))
