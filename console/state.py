@@ -457,6 +457,7 @@ class ConsoleState:
             self._advance(row, "retrying" if event.will_retry else "failed", event)
         elif isinstance(event, TaskDeadLettered):
             row.error_type = "dead letter"
+            row.attempt = max(row.attempt, event.deliveries)  # the server counted them all
             row.error_message = (
                 f"gave up after {event.deliveries} deliveries"
                 if event.reason == "max_deliveries"

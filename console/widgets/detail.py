@@ -123,7 +123,10 @@ def header_text(row: Row | None, key: str, events: list[BaseEvent], evicted: boo
     text = Text.assemble(
         (row.name, "bold"),
         "  ",
-        (f" {row.shown_state} ", f"reverse bold {state_style(row.shown_state)}".strip()),
+        (
+            f" {row.shown_state.replace('_', ' ')} ",  # as the lists spell it
+            f"reverse bold {state_style(row.shown_state)}".strip(),
+        ),
     )
     text.append(f"  {row.kind}", "dim")
     if evicted:
@@ -181,7 +184,11 @@ def activity_text(lines: list[str]) -> Text:
 
 def _failure_text(row: Row) -> Text:
     style = "bold red" if row.failed else "bold yellow"
-    where = f"failed at step {row.step}" if row.kind == "workflow" and row.step else row.state
+    where = (
+        f"failed at step {row.step}"
+        if row.kind == "workflow" and row.step
+        else row.state.replace("_", " ")
+    )
     what = row.error_type or "error"
     return Text.assemble(
         ("✖ " if row.failed else "↻ ", style),

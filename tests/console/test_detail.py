@@ -458,7 +458,11 @@ async def test_task_rows_show_their_error_and_only_a_timeline() -> None:
         screen.refresh_from_state()
         await pilot.pause()
         header = text_of(screen.query_one("#detail-header", Static))
-        assert "dead_lettered" in header and "gave up after 3 deliveries" in header
+        assert (
+            "dead lettered" in header
+            and "dead_lettered" not in header
+            and "gave up after 3 deliveries" in header
+        )
         assert timeline_cells(screen)[-1][1] == "task.dead_lettered"
 
 
@@ -616,3 +620,26 @@ async def test_image_view_falls_back_without_colour() -> None:
         rendered = view.renderable()
         assert rendered is not None and not rendered.color
         assert all(set(s.text) <= set(ASCII_RAMP) for line in rendered.lines() for s in line)
+
+
+def test_a_dead_letters_header_counts_the_servers_deliveries_and_spells_its_state() -> None:
+    """Never started (no worker knew the task): still "attempt 3" when the server tried 3 times."""
+    from console.widgets.detail import header_text
+    from engine.events.schemas import TaskDeadLettered
+
+    state = ConsoleState()
+    task_id = uuid.uuid4().hex
+    state.fold(
+        TaskDeadLettered(
+            task_id=task_id,
+            task_name="report.email",
+            stream="TASKS",
+            consumer="default",
+            stream_seq=7,
+            deliveries=3,
+            correlation_id=task_id,
+        )
+    )
+    row = state.rows[task_id]
+    text = header_text(row, task_id, state.trace(task_id), evicted=False).plain
+    assert "attempt 3" in text and " dead lettered " in text and "dead_lettered" not in text
