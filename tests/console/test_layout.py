@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from rich.cells import cell_len
 from textual.widgets import Footer
 
 from console.app import ConsoleApp
@@ -54,7 +55,7 @@ def test_an_ellipsis_says_where_text_was_cut() -> None:
     assert ellipsised("x", 0) == ""
 
 
-def test_columns_yield_in_order_and_the_least_needed_go_first() -> None:
+def test_columns_share_the_room_evenly_and_the_last_takes_what_is_left() -> None:
     columns = (
         Column("time", 9, str),
         Column("name", 10, str, grow=1, first_most=20),
@@ -65,7 +66,7 @@ def test_columns_yield_in_order_and_the_least_needed_go_first() -> None:
     wanted = {1: 40, 2: 15, 4: 50}
     narrow = column_widths(columns, 50, wanted)
     assert [c.title for c, _ in narrow] == ["time", "name", "worker", "detail"]
-    assert [n for _, n in narrow] == [9, 20, 11, 10]  # the name to 20, the worker takes the rest
+    assert [n for _, n in narrow] == [9, 15, 12, 14]  # 13 cells of room, 4 each, the odd one first
     # Wide: everyone served up to its first share, then the name gets what is left.
     wide = column_widths(columns, 120, wanted)
     assert dict((c.title, n) for c, n in wide) == {
@@ -142,8 +143,25 @@ async def test_names_show_whole_where_there_is_room_and_cut_with_an_ellipsis_whe
         await until(pilot, lambda: rows.size.width < 80)
         await pilot.pause()
         line = "".join(s.text for s in rows.render_line(failed))
-        assert LONG not in line and "reports.quarterly_r…" in line
+        assert LONG not in line and "reports.quarterl…" in line
         assert "failed" in line and "41.0 ms" in line and "ValueError" in line
+
+
+async def test_a_failed_rows_error_gets_an_even_share_and_the_row_fills_the_list() -> None:
+    """At 100 and 80 columns the error is not left at its least while the name takes 28 cells."""
+    app = ConsoleApp(state=a_state(), connect=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        rows = app.query_one(TaskRows)
+        await until(pilot, lambda: len(rows.rows) == 60)
+        for width, height in ((100, 30), (80, 24)):
+            await pilot.resize_terminal(width, height)
+            await until(pilot, lambda w=width: rows.size.width == w - 2)
+            await pilot.pause()
+            failed = next(n for n, row in enumerate(rows.rows) if row.failed)
+            cells = [cell_len(s.text) for s in rows.render_line(failed)]
+            assert sum(cells) == rows.scrollable_content_region.width, width
+            name, error = cells[1], cells[-1]
+            assert abs(name - error) <= 1, (width, cells)  # both cut: even shares
 
 
 async def test_the_selected_row_stays_in_sight_after_a_resize() -> None:
