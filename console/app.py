@@ -35,6 +35,7 @@ from textual.widgets import Footer, Input, Static
 
 from console import config as console_config
 from console.format import age
+from console.header import HeaderFacts, header_line
 from console.pump import Pump
 from console.state import ConsoleState, clock_time
 from console.widgets.consumers import ConsumerLag
@@ -201,20 +202,18 @@ class ConsoleApp(App[None]):
             widget._text = text  # type: ignore[attr-defined]
             widget.update(text, layout=layout)
 
-    def status_line(self) -> str:
+    def status_line(self, width: int | None = None) -> str:
+        """The header, fitted to ``width`` (console.header); the #status line's own by default."""
         s = self.state
-        progress = "[green]live[/]" if s.caught_up else "[yellow]replaying history[/]"
-        parts = [
-            f"[b]OneManage[/b] {self.backend}",
-            f"events {s.events:,} ({progress})",
-            counted.line() if (counted := s.counts()) is not None else "counts: reading",
-        ]
+        markers = []
+        if self.main.query_one(TaskFlow).paused:
+            markers.append("[b black on yellow] PAUSED [/]")
         if s.unreadable:
-            parts.append(f"[yellow]unreadable {sum(s.unreadable.values()):,}[/]")
-        flow = self.main.query_one(TaskFlow)
-        if flow.paused:
-            parts.append("[b black on yellow] PAUSED [/]")
-        return "  │  ".join(parts)
+            markers.append(f"[yellow]unreadable {sum(s.unreadable.values()):,}[/]")
+        facts = HeaderFacts(self.backend, s.events, s.caught_up, s.counts(), tuple(markers))
+        if width is None:
+            width = self.main.query_one("#status").content_region.width or None
+        return header_line(facts, width)
 
     # -- backend ------------------------------------------------------------------
 

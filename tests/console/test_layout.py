@@ -3,10 +3,12 @@ selected row after a resize. A state folded from real event objects; no server n
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime, timedelta
 
 from rich.cells import cell_len
-from textual.widgets import Footer
+from rich.console import Console
+from textual.widgets import Footer, Static
 
 from console.app import ConsoleApp
 from console.state import ConsoleState
@@ -15,6 +17,7 @@ from console.widgets.panels import Panels
 from console.widgets.rows import Column, column_widths, ellipsised
 from console.widgets.task_flow import TaskRows
 from engine.events.schemas import TaskFailed, TaskQueued, TaskStarted
+from tests.console.test_snapshots import artefacts, build_state
 from tests.support.waiting import until
 
 LONG = "reports.quarterly_revenue_by_region"
@@ -162,6 +165,36 @@ async def test_a_failed_rows_error_gets_an_even_share_and_the_row_fills_the_list
             assert sum(cells) == rows.scrollable_content_region.width, width
             name, error = cells[1], cells[-1]
             assert abs(name - error) <= 1, (width, cells)  # both cut: even shares
+
+
+def shown_line(widget: Static) -> str:
+    """The first line of a widget's content at its width: what a one-line widget shows."""
+    console = Console(width=widget.content_size.width, file=io.StringIO(), record=True)
+    console.print(widget.content)
+    return console.export_text().splitlines()[0]
+
+
+async def test_the_header_keeps_the_markers_and_the_counts_at_100_and_80_columns() -> None:
+    state = build_state(artefacts())
+    counted = state.counts()
+    assert counted is not None and state.unreadable
+    app = ConsoleApp(state=state, connect=False)
+    async with app.run_test(size=(160, 45)) as pilot:
+        app.backend = "embedded server nats://127.0.0.1:42117 (started) + worker render-eu-1b:31337"
+        await pilot.press("space")
+        status = app.query_one("#status", Static)
+        await until(pilot, lambda: "PAUSED" in shown_line(status))
+        assert "127.0.0.1:42117" in shown_line(status) and counted.line() in shown_line(status)
+        for width, height in ((100, 30), (80, 24)):
+            await pilot.resize_terminal(width, height)
+            await until(pilot, lambda w=width: status.content_size.width == w - 2)
+            await until(pilot, lambda w=width: cell_len(shown_line(status).rstrip()) <= w - 2)
+            line = shown_line(status)
+            assert "PAUSED" in line and "unreadable 2" in line, line
+            assert counted.tasks_text() in line, line
+        await pilot.press("space")  # no longer paused: room for the workflows at 80 too
+        await until(pilot, lambda: "PAUSED" not in shown_line(status))
+        assert counted.line() in shown_line(status) and "unreadable 2" in shown_line(status)
 
 
 async def test_the_selected_row_stays_in_sight_after_a_resize() -> None:
