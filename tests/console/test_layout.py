@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from rich.cells import cell_len
 from rich.console import Console
 from textual.widgets import Footer, Static
+from textual.widgets._footer import FooterKey
 
 from console.app import ConsoleApp
 from console.state import ConsoleState
@@ -195,6 +196,22 @@ async def test_the_header_keeps_the_markers_and_the_counts_at_100_and_80_columns
         await pilot.press("space")  # no longer paused: room for the workflows at 80 too
         await until(pilot, lambda: "PAUSED" not in shown_line(status))
         assert counted.line() in shown_line(status) and "unreadable 2" in shown_line(status)
+
+
+async def test_the_footer_fits_at_80_columns_and_leaves_room_at_100() -> None:
+    """Narrow, the panel keys and Ctrl+P are left to Help; every other key shows whole."""
+    app = ConsoleApp(state=a_state(), connect=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        for width, height, room in ((80, 24, 0), (100, 30, 20)):
+            await pilot.resize_terminal(width, height)
+            await until(pilot, lambda w=width: app.query_one(Footer).size.width == w)
+            await pilot.pause()
+            keys = [k for k in app.query_one(Footer).query(FooterKey) if k.display]
+            shown = [k.description for k in keys if k.parent is not None and k.parent.display]
+            assert "Panels" not in " ".join(shown) and "palette" not in shown, shown
+            assert {"Details", "Zoom", "Quit", "Help", "Filter", "Pause", "Submit"} <= set(shown)
+            right = max(k.region.right for k in keys)
+            assert right + room <= width, (width, right, shown)
 
 
 async def test_the_selected_row_stays_in_sight_after_a_resize() -> None:
