@@ -12,6 +12,7 @@ from textual.widgets import Footer, Static
 from textual.widgets._footer import FooterKey
 
 from console.app import ConsoleApp
+from console.header import short_backend
 from console.state import ConsoleState
 from console.widgets.help import HelpScreen
 from console.widgets.panels import Panels
@@ -166,6 +167,17 @@ async def test_a_failed_rows_error_gets_an_even_share_and_the_row_fills_the_list
             assert sum(cells) == rows.scrollable_content_region.width, width
             name, error = cells[1], cells[-1]
             assert abs(name - error) <= 1, (width, cells)  # both cut: even shares
+
+
+def test_the_short_backend_keeps_where_and_what_is_wrong_and_no_user() -> None:
+    embedded = "embedded server nats://127.0.0.1:42117 (started) + worker host-1:4242"
+    assert short_backend(embedded) == "embedded 127.0.0.1:42117"
+    configured = "nats://ops:***@nats-a.example:4222, nats://nats-b.example:4222"
+    assert short_backend(configured + "  [yellow]connecting…[/]") == (
+        "nats-a.example:4222 +1 [yellow]connecting…[/]"
+    )
+    assert short_backend("[b red]cannot connect: OSError: refused[/]") == "[b red]cannot connect[/]"
+    assert short_backend("offline view") == "offline view"
 
 
 def shown_line(widget: Static) -> str:
