@@ -36,6 +36,7 @@ from textual.widgets import Footer, Input, Static
 from console import actions
 from console import config as console_config
 from console.format import age
+from console.header import HeaderFacts, header_line
 from console.pump import Pump
 from console.state import ConsoleState, Row, clock_time
 from console.widgets.confirm import ConfirmScreen
@@ -97,7 +98,7 @@ class ConsoleApp(App[None]):
         Binding("space", "pause", "Pause", id="pause"),
         Binding("space", "resume", "Resume", id="pause"),  # the footer says what space does
         Binding("s", "submit", "Submit", id="submit"),
-        Binding("d", "demo", "Demo PSD", id="demo"),
+        Binding("d", "demo", "Demo", id="demo"),
         Binding("escape", "back", "Back", id="back", show=False),
         # On the selected row or the detail shown; the footer shows those that apply there.
         Binding("x", "act('cancel')", "Cancel", id="cancel"),
@@ -105,7 +106,7 @@ class ConsoleApp(App[None]):
         Binding("R", "act('replay')", "Replay", id="replay"),
         Binding("u", "act('resubmit')", "Resubmit", id="resubmit"),
         Binding("w", "act('download')", "Download", id="download"),
-        Binding("y", "act('copy')", "Copy id", id="copy_id"),
+        Binding("y", "act('copy')", "Copy", id="copy_id"),
     ]
 
     def __init__(
@@ -225,20 +226,18 @@ class ConsoleApp(App[None]):
             widget._text = text  # type: ignore[attr-defined]
             widget.update(text, layout=layout)
 
-    def status_line(self) -> str:
+    def status_line(self, width: int | None = None) -> str:
+        """The header, fitted to ``width`` (console.header); the #status line's own by default."""
         s = self.state
-        progress = "[green]live[/]" if s.caught_up else "[yellow]replaying history[/]"
-        parts = [
-            f"[b]OneManage[/b] {self.backend}",
-            f"events {s.events:,} ({progress})",
-            counted.line() if (counted := s.counts()) is not None else "counts: reading",
-        ]
+        markers = []
+        if self.main.query_one(TaskFlow).paused:
+            markers.append("[b black on yellow] PAUSED [/]")
         if s.unreadable:
-            parts.append(f"[yellow]unreadable {sum(s.unreadable.values()):,}[/]")
-        flow = self.main.query_one(TaskFlow)
-        if flow.paused:
-            parts.append("[b black on yellow] PAUSED [/]")
-        return "  │  ".join(parts)
+            markers.append(f"[yellow]unreadable {sum(s.unreadable.values()):,}[/]")
+        facts = HeaderFacts(self.backend, s.events, s.caught_up, s.counts(), tuple(markers))
+        if width is None:
+            width = self.main.query_one("#status").content_region.width or None
+        return header_line(facts, width)
 
     # -- backend ------------------------------------------------------------------
 

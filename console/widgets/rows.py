@@ -29,9 +29,10 @@ class Column:
     """A column's share of the list's width.
 
     ``width`` is its least (the gap to the next column included); a column with
-    ``grow`` also takes room left, up to what its widest cell needs, in ``grow``
-    order (1 first); ``drop_under`` leaves it out of a list narrower than that, so
-    a narrow terminal keeps the columns that matter instead of cutting all of them.
+    ``grow`` also takes a share of the room left, up to what its widest cell needs
+    (``grow`` orders who gets an odd cell first); ``drop_under`` leaves it out of a
+    list narrower than that, so a narrow terminal keeps the columns that matter
+    instead of cutting all of them. The last shown column takes whatever is left.
     """
 
     title: str
@@ -68,29 +69,52 @@ def _cell(text: str, width: int) -> str:
     return ellipsised(text, width - 1) + " "
 
 
+def _shared(room: int, needs: dict[int, int]) -> dict[int, int]:
+    """``room`` cells shared evenly among ``needs`` (index: cells wanted), none over its need.
+
+    Even shares, not first come first served: a long name served first would leave
+    the error of a failed row (the last column) with its least however wide the list.
+    Odd cells go in the order of ``needs``.
+    """
+    takes = dict.fromkeys(needs, 0)
+    pending = [i for i, need in needs.items() if need > 0]
+    while room > 0 and pending:
+        each = max(1, room // len(pending))
+        for i in list(pending):
+            take = min(each, needs[i] - takes[i], room)
+            takes[i] += take
+            room -= take
+            if takes[i] == needs[i]:
+                pending.remove(i)
+            if room == 0:
+                break
+    return takes
+
+
 def column_widths(
     columns: tuple[Column, ...], width: int, wanted: dict[int, int]
 ) -> list[tuple[Column, int]]:
     """The shown columns and their cells in a list ``width`` cells wide.
 
-    ``wanted`` holds, by column index, the cells its widest content needs. The
-    growing columns are served in their ``grow`` order, each up to what it wants
-    (a first round up to ``first_most``: one long name must not starve a worker
-    id); the last one served gets what is left.
+    ``wanted`` holds, by column index, the cells its widest content needs. The room
+    left by the least widths is shared evenly among the growing columns, first up to
+    ``first_most`` each (one long name must not starve a worker id), then up to what
+    each wants; the last shown column gets what is left, so a row fills the list.
     """
     shown = [(i, c) for i, c in enumerate(columns) if width >= c.drop_under]
     cells = {i: c.width for i, c in shown}
     room = width - sum(cells.values())
     growing = sorted((i for i, c in shown if c.grow), key=lambda i: columns[i].grow)
     for capped in (True, False):
+        needs = {}
         for i in growing:
             most = columns[i].first_most if capped and columns[i].first_most else width
-            take = max(0, min(wanted.get(i, 0), most) - cells[i])
-            take = min(take, room)
+            needs[i] = max(0, min(wanted.get(i, 0), most) - cells[i])
+        for i, take in _shared(max(0, room), needs).items():
             cells[i] += take
             room -= take
-    if room > 0 and growing:
-        cells[growing[-1]] += room
+    if room > 0 and shown:
+        cells[shown[-1][0]] += room
     return [(c, cells[i]) for i, c in shown]
 
 

@@ -3,17 +3,23 @@ selected row after a resize. A state folded from real event objects; no server n
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime, timedelta
 
-from textual.widgets import Footer
+from rich.cells import cell_len
+from rich.console import Console
+from textual.widgets import Footer, Static
+from textual.widgets._footer import FooterKey
 
 from console.app import ConsoleApp
+from console.header import short_backend
 from console.state import ConsoleState
 from console.widgets.help import HelpScreen
 from console.widgets.panels import Panels
 from console.widgets.rows import Column, column_widths, ellipsised
 from console.widgets.task_flow import TaskRows
 from engine.events.schemas import TaskFailed, TaskQueued, TaskStarted
+from tests.console.test_snapshots import artefacts, build_state
 from tests.support.waiting import until
 
 LONG = "reports.quarterly_revenue_by_region"
@@ -54,7 +60,7 @@ def test_an_ellipsis_says_where_text_was_cut() -> None:
     assert ellipsised("x", 0) == ""
 
 
-def test_columns_yield_in_order_and_the_least_needed_go_first() -> None:
+def test_columns_share_the_room_evenly_and_the_last_takes_what_is_left() -> None:
     columns = (
         Column("time", 9, str),
         Column("name", 10, str, grow=1, first_most=20),
@@ -65,7 +71,7 @@ def test_columns_yield_in_order_and_the_least_needed_go_first() -> None:
     wanted = {1: 40, 2: 15, 4: 50}
     narrow = column_widths(columns, 50, wanted)
     assert [c.title for c, _ in narrow] == ["time", "name", "worker", "detail"]
-    assert [n for _, n in narrow] == [9, 20, 11, 10]  # the name to 20, the worker takes the rest
+    assert [n for _, n in narrow] == [9, 15, 12, 14]  # 13 cells of room, 4 each, the odd one first
     # Wide: everyone served up to its first share, then the name gets what is left.
     wide = column_widths(columns, 120, wanted)
     assert dict((c.title, n) for c, n in wide) == {
@@ -142,8 +148,82 @@ async def test_names_show_whole_where_there_is_room_and_cut_with_an_ellipsis_whe
         await until(pilot, lambda: rows.size.width < 80)
         await pilot.pause()
         line = "".join(s.text for s in rows.render_line(failed))
-        assert LONG not in line and "reports.quarterly_r…" in line
+        assert LONG not in line and "reports.quarterl…" in line
         assert "failed" in line and "41.0 ms" in line and "ValueError" in line
+
+
+async def test_a_failed_rows_error_gets_an_even_share_and_the_row_fills_the_list() -> None:
+    """At 100 and 80 columns the error is not left at its least while the name takes 28 cells."""
+    app = ConsoleApp(state=a_state(), connect=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        rows = app.query_one(TaskRows)
+        await until(pilot, lambda: len(rows.rows) == 60)
+        for width, height in ((100, 30), (80, 24)):
+            await pilot.resize_terminal(width, height)
+            await until(pilot, lambda w=width: rows.size.width == w - 2)
+            await pilot.pause()
+            failed = next(n for n, row in enumerate(rows.rows) if row.failed)
+            cells = [cell_len(s.text) for s in rows.render_line(failed)]
+            assert sum(cells) == rows.scrollable_content_region.width, width
+            name, error = cells[1], cells[-1]
+            assert abs(name - error) <= 1, (width, cells)  # both cut: even shares
+
+
+def test_the_short_backend_keeps_where_and_what_is_wrong_and_no_user() -> None:
+    embedded = "embedded server nats://127.0.0.1:42117 (started) + worker host-1:4242"
+    assert short_backend(embedded) == "embedded 127.0.0.1:42117"
+    configured = "nats://ops:***@nats-a.example:4222, nats://nats-b.example:4222"
+    assert short_backend(configured + "  [yellow]connecting…[/]") == (
+        "nats-a.example:4222 +1 [yellow]connecting…[/]"
+    )
+    assert short_backend("[b red]cannot connect: OSError: refused[/]") == "[b red]cannot connect[/]"
+    assert short_backend("offline view") == "offline view"
+
+
+def shown_line(widget: Static) -> str:
+    """The first line of a widget's content at its width: what a one-line widget shows."""
+    console = Console(width=widget.content_size.width, file=io.StringIO(), record=True)
+    console.print(widget.content)
+    return console.export_text().splitlines()[0]
+
+
+async def test_the_header_keeps_the_markers_and_the_counts_at_100_and_80_columns() -> None:
+    state = build_state(artefacts())
+    counted = state.counts()
+    assert counted is not None and state.unreadable
+    app = ConsoleApp(state=state, connect=False)
+    async with app.run_test(size=(160, 45)) as pilot:
+        app.backend = "embedded server nats://127.0.0.1:42117 (started) + worker render-eu-1b:31337"
+        await pilot.press("space")
+        status = app.query_one("#status", Static)
+        await until(pilot, lambda: "PAUSED" in shown_line(status))
+        assert "127.0.0.1:42117" in shown_line(status) and counted.line() in shown_line(status)
+        for width, height in ((100, 30), (80, 24)):
+            await pilot.resize_terminal(width, height)
+            await until(pilot, lambda w=width: status.content_size.width == w - 2)
+            await until(pilot, lambda w=width: cell_len(shown_line(status).rstrip()) <= w - 2)
+            line = shown_line(status)
+            assert "PAUSED" in line and "unreadable 2" in line, line
+            assert counted.tasks_text() in line, line
+        await pilot.press("space")  # no longer paused: room for the workflows at 80 too
+        await until(pilot, lambda: "PAUSED" not in shown_line(status))
+        assert counted.line() in shown_line(status) and "unreadable 2" in shown_line(status)
+
+
+async def test_the_footer_fits_at_80_columns_and_leaves_room_at_100() -> None:
+    """Narrow, the panel keys and Ctrl+P are left to Help; every other key shows whole."""
+    app = ConsoleApp(state=a_state(), connect=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        for width, height, room in ((80, 24, 0), (100, 30, 20)):
+            await pilot.resize_terminal(width, height)
+            await until(pilot, lambda w=width: app.query_one(Footer).size.width == w)
+            await pilot.pause()
+            keys = [k for k in app.query_one(Footer).query(FooterKey) if k.display]
+            shown = [k.description for k in keys if k.parent is not None and k.parent.display]
+            assert "Panels" not in " ".join(shown) and "palette" not in shown, shown
+            assert {"Details", "Zoom", "Quit", "Help", "Filter", "Pause", "Submit"} <= set(shown)
+            right = max(k.region.right for k in keys)
+            assert right + room <= width, (width, right, shown)
 
 
 async def test_the_selected_row_stays_in_sight_after_a_resize() -> None:
