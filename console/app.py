@@ -234,6 +234,8 @@ class ConsoleApp(App[None]):
             markers.append("[b black on yellow] PAUSED [/]")
         if s.unreadable:
             markers.append(f"[yellow]unreadable {sum(s.unreadable.values()):,}[/]")
+        if self.connect and self.broker.role == "viewer":  # why its actions are refused
+            markers.append("[b]viewer: read-only[/]")
         facts = HeaderFacts(self.backend, s.events, s.caught_up, s.counts(), tuple(markers))
         if width is None:
             width = self.main.query_one("#status").content_region.width or None

@@ -480,6 +480,7 @@ async def test_a_viewer_console_is_refused_each_action_before_it_asks(
     app = ToldApp(ConsoleOptions(since=timedelta(minutes=1)), connection=viewer)
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: all(k in app.state.rows for k in (running, failed, dead)))
+        assert "viewer: read-only" in app.status_line(80)  # the header says why, at any width
         for target, key, action in (
             (running, "x", "cancel"),
             (failed, "r", "retry"),
