@@ -482,7 +482,13 @@ class ConsoleApp(App[None]):
         return None
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Pause or Resume, whichever applies; an operator action's key only where it applies."""
+        """Pause or Resume, whichever applies; an operator action's key only where it applies.
+
+        A detail screen leaves the list's own keys (filter, pause) to the list, so its
+        footer has room for the actions on what it shows.
+        """
+        if action in ("filter", "pause", "resume") and isinstance(self.screen, DetailScreen):
+            return False
         if action in ("pause", "resume") and self.screen_stack:
             flows = self.main.query(TaskFlow)
             paused = bool(flows) and flows.first().paused

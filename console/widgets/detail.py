@@ -29,6 +29,7 @@ from textual.widgets.tree import TreeNode
 from console.format import duration, state_style
 from console.state import ConsoleState, Row
 from console.widgets.image import ImageView, decode_image
+from console.widgets.panels import SIDE_BY_SIDE
 from engine.events.schemas import (
     BaseEvent,
     PsdStepCompleted,
@@ -442,9 +443,10 @@ class DetailScreen(Screen[None]):
 
     BINDINGS = [
         Binding("escape", "back", "Back", id="detail_back"),
-        Binding("t", "tab('timeline')", "Timeline", id="detail_timeline"),
-        Binding("l", "tab('layers')", "Layers", id="detail_layers"),
-        Binding("p", "tab('preview')", "Preview", id="detail_preview"),
+        # The tabs are named on screen (and in Help): the footer keeps its room for actions.
+        Binding("t", "tab('timeline')", "Timeline", id="detail_timeline", show=False),
+        Binding("l", "tab('layers')", "Layers", id="detail_layers", show=False),
+        Binding("p", "tab('preview')", "Preview", id="detail_preview", show=False),
         Binding("c", "copy_event", "Copy JSON", id="detail_copy"),
     ]
 
@@ -540,6 +542,7 @@ class DetailScreen(Screen[None]):
 
     def on_resize(self, event: Resize) -> None:
         self.set_class(event.size.width < NARROW_BELOW, "-narrow")
+        self.query_one(Footer).compact = event.size.width < SIDE_BY_SIDE  # as the main one
 
     # -- live
 

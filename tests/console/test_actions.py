@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 from textual.pilot import Pilot
 from textual.widgets import Static
+from textual.widgets._footer import FooterKey
 
 import console.app
 from console import actions
@@ -229,6 +230,16 @@ async def test_the_footer_and_the_palette_offer_what_applies_to_the_selected_row
         assert app.state.rows[stuck].shown_state == "stuck"
         await pilot.press("y")  # copy: reading, works offline too
         await until(pilot, lambda: saying(app, "copied task id", dead))
+        # In a detail at 100 columns its actions show whole: the list's keys step aside.
+        await pilot.resize_terminal(100, 30)
+        app.open_details(stuck)
+        await until(pilot, lambda: isinstance(app.screen, DetailScreen))
+        await pilot.pause()
+        keys = [k for k in app.screen.query(FooterKey) if k.display and k.region.width]
+        shown = {k.description for k in keys}
+        assert {"Cancel", "Resubmit", "Copy"} <= shown and not {"Filter", "Pause"} & shown, shown
+        where = [(k.description, k.region.right) for k in keys]
+        assert max(right for _, right in where) <= 100, where
 
 
 # -- submission that cannot strand -------------------------------------------------------
