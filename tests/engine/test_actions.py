@@ -8,6 +8,7 @@ where the server's deduplication has had its say.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import uuid
 from collections.abc import Callable
@@ -46,7 +47,7 @@ from engine.tasks.names import PROCESS_LABELS, PROCESS_TASK, announcement, submi
 from engine.tracing import ids_of
 from tests.support.harness import EventCollector, WorkerProcess, onemanage, stored_events
 from tests.support.psd_factory import with_layer_info_overrun
-from tests.support.tasks import FlakyEvent, transient_until, wait_for_file
+from tests.support.tasks import FlakyEvent, hold_until_unlocked, transient_until
 
 pytestmark = pytest.mark.slow
 
@@ -159,17 +160,19 @@ async def test_a_running_workflow_cancelled_ends_failed_once_and_never_completes
 ) -> None:
     """One step slot, held by a blocker: the workflow's steps and the cancel queue behind it,
     the cancel before any later step, so the orchestrator meets the mark between steps."""
-    marker = tmp_path / "release"
-    worker = start_workers(processes=1, env={"ONEMANAGE_CONCURRENCY": "1"})
-    await worker.ready(events)
-    await wait_for_file.kiq(str(marker))
-    await events.wait_for(
-        lambda e: isinstance(e, TaskStarted) and e.task_name == "test.wait_for_file"
-    )
-    workflow_id = (await submit_psd(client, DEMO, "running.psd")).workflow_id
-    await events.wait_for(lambda e: isinstance(e, TaskStarted) and e.task_id == workflow_id)
-    await cancel_workflow(client, workflow_id)
-    marker.touch()
+    lock_file = tmp_path / "slot.lock"
+    lock_file.touch()
+    with lock_file.open() as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # while the test holds it, the blocker keeps the slot
+        worker = start_workers(processes=1, env={"ONEMANAGE_CONCURRENCY": "1"})
+        await worker.ready(events)
+        await hold_until_unlocked.kiq(str(lock_file))
+        await events.wait_for(
+            lambda e: isinstance(e, TaskStarted) and e.task_name == "test.hold_until_unlocked"
+        )
+        workflow_id = (await submit_psd(client, DEMO, "running.psd")).workflow_id
+        await events.wait_for(lambda e: isinstance(e, TaskStarted) and e.task_id == workflow_id)
+        await cancel_workflow(client, workflow_id)
     (failed,) = await events.wait_for(_outcome(workflow_id), timeout=120)
     assert isinstance(failed, PsdWorkflowFailed) and failed.error_code == "cancelled"
     # The orchestrator stops at the mark: its task ends, and no second outcome follows.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
+import fcntl
 from pathlib import Path
 from typing import Any, Literal
 
@@ -100,11 +100,12 @@ def transient_until(marker: str) -> str:
     return "ran"
 
 
-@broker.task(task_name="test.wait_for_file")
-def wait_for_file(marker: str) -> str:
-    """Holds its slot until the file ``marker`` exists: what runs after it waits behind it.
+@broker.task(task_name="test.hold_until_unlocked")
+def hold_until_unlocked(lock_file: str) -> str:
+    """Holds its slot while the test holds ``lock_file``'s lock: what runs after it waits.
 
-    A plain function (run in a thread): a wait on a file, not on the event loop."""
-    while not Path(marker).exists():
-        time.sleep(0.05)
+    A plain function (run in a thread) blocked in flock, no polling; a test that dies
+    drops its lock with its file descriptor, so the hold always ends."""
+    with open(lock_file) as held:
+        fcntl.flock(held, fcntl.LOCK_SH)
     return "released"
