@@ -30,20 +30,7 @@ from engine.events.stats import TaskTypeStats
 from engine.events.windows import window
 from engine.monitor import ConsumerFigures, StreamFigures
 from engine.percentiles import GROWTH
-
-T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
-
-
-def at(seconds: float) -> datetime:
-    return T0 + timedelta(seconds=seconds)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
+from tests.support.clock import T0, Clock, at
 
 
 def run_task(state: ConsoleState, task_id: str, name: str = "psd.parse", ok: bool = True,

@@ -3,8 +3,6 @@ failed workflow listed once."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 from console.state import ConsoleState
 from engine.counts import counts
 from engine.events.schemas import (
@@ -17,20 +15,7 @@ from engine.events.schemas import (
 )
 from engine.events.stats import TaskTypeStats
 from engine.routing import DEFAULT_LANE, WORKFLOW_LANE
-
-T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
-
-
-def at(seconds: float) -> datetime:
-    return T0 + timedelta(seconds=seconds)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
+from tests.support.clock import T0, Clock, at
 
 
 def beat(worker_id: str, t: float, command: str | None = None, state: str = "running",
